@@ -1,0 +1,32 @@
+"""What every command shares: --json / --seed, one-line errors, where the shared data lives."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed reproduces the output")
+
+
+def emit(args, result: dict, human: str | None = None) -> None:
+    """Print the result: JSON on stdout with --json, else a human summary."""
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif human is not None:
+        print(human)
+
+
+def note(args, msg: str) -> None:
+    """A remark for the user on stderr (keeps --json stdout clean)."""
+    print(msg, file=sys.stderr)
+
+
+def default_photos(split: str) -> list[Path]:
+    """../shared/data/photos/<split> next to the checkout, or $PIXDIFF_DATA/<split>."""
+    root = Path(os.environ.get("PIXDIFF_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"))
+    return [root / s for s in split.split("+")]

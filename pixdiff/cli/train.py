@@ -1,0 +1,55 @@
+"""`pixdiff train {vae,...}`: train a model from a preset, resumable."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from pixdiff.cli.common import add_common, default_photos, emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a preset (resumable)",
+                       description="Train a model from a preset. Checkpoints are written atomically to OUT/state.pt "
+                                   "every few minutes; --resume continues the same run exactly. Release weights "
+                                   "(config.json + fp16 safetensors) land in OUT/weights at the end.")
+    p.add_argument("model", choices=["vae"], help="what to train")
+    p.add_argument("--preset", default="small", help="size preset (tiny: tests; small: 2 CPU cores)")
+    p.add_argument("--data", nargs="+", type=Path, default=None,
+                   help="image folders (default: ../shared/data/photos/train and train-art)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
+    p.add_argument("--steps", type=int, help="override the preset's number of steps")
+    p.add_argument("--batch", type=int, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pixdiff.errors import InputError
+    from pixdiff.train import vae
+
+    presets = {"vae": vae.TRAIN_PRESETS}[args.model]
+    if args.preset not in presets:
+        raise InputError(f"unknown preset {args.preset!r} for {args.model}; choose from {', '.join(presets)}")
+    model_cfg, opt = presets[args.preset]
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v is not None}
+    opt = replace(opt, seed=args.seed, bf16=opt.bf16 and not args.no_bf16, **overrides)
+    data = args.data or default_photos("train+train-art")
+    config = {"model": args.model, "preset": args.preset, "data": [str(d) for d in data],
+              "model_config": asdict(model_cfg), "optim": asdict(opt)}
+    if args.dry_run:
+        emit(args, config, json.dumps(config, indent=2))
+        return 0
+    task = vae.VAETask(model_cfg, data)
+    from pixdiff.train.loop import train
+
+    summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress)
+    emit(args, summary, f"trained {args.model} ({args.preset}): {summary['steps']} steps in "
+                        f"{summary['elapsed_s'] / 60:.1f} min; weights in {summary['weights']}")
+    return 0

@@ -1,0 +1,127 @@
+"""The training loop shared by every `pixdiff train <model>`.
+
+A task supplies the model, a batch for a step and a per-sample loss; the loop owns the optimizer (AdamW with linear
+warm-up), gradient clipping, EMA, bf16 autocast, the progress bar, the loss log and atomic checkpoints. All
+randomness of step k comes from generators seeded by (seed, k), so `--resume` continues the same run exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pixdiff.data.crops import step_generator
+from pixdiff.errors import InputError
+from pixdiff.train.checkpoint import load_state, save_state
+from pixdiff.train.ema import EMA
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 2e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    bf16: bool = True  # bf16 autocast: 1.5-2.5x faster on this CPU
+    cosine: bool = True  # cosine decay to lr/10 after warm-up
+    log_every: int = 10
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+
+
+class Task(Protocol):
+    model: nn.Module
+
+    def batch(self, n: int, generator: torch.Generator): ...
+
+    def loss(self, model: nn.Module, batch, generator: torch.Generator) -> tuple[torch.Tensor, dict]: ...
+
+    def export(self, model: nn.Module, out_dir: Path) -> None: ...
+
+
+def learning_rate(cfg: OptimConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if not cfg.cosine:
+        return cfg.lr
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = False, config: dict | None = None,
+          progress: bool = True) -> dict:
+    """Run (or continue) training into out_dir; export the EMA weights at the end. Returns a summary dict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = task.model
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ema = EMA(model, cfg.ema_decay)
+    step, elapsed = 0, 0.0
+    if resume:
+        state = load_state(out)
+        if state["config"] != (config or {}):
+            raise InputError(f"--resume: the run in {out} was started with a different configuration; "
+                             "use the same preset and options, or a new --out")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed_s"]
+    elif (out / "state.pt").exists():
+        raise InputError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
+    (out / "config.json").write_text(json.dumps(config or {}, indent=2))
+
+    def checkpoint():
+        save_state({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                    "step": step, "elapsed_s": elapsed, "config": config or {}}, out)
+
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.bf16 else contextlib.nullcontext
+    log = open(out / "log.jsonl", "a")
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    last_ckpt, t0, running = time.time(), time.time() - elapsed, None
+    model.train()
+    while step < cfg.steps:
+        g = step_generator(cfg.seed, step)
+        batch = task.batch(cfg.batch, g)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        with autocast():
+            loss, stats = task.loss(model, batch, g)
+        if not torch.isfinite(loss):
+            checkpoint()
+            raise RuntimeError(f"non-finite loss at step {step}; state saved in {out} (lower --lr or disable bf16)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(model, step)
+        step += 1
+        elapsed = time.time() - t0
+        lv = float(loss.detach())
+        running = lv if running is None else 0.98 * running + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rec = {"step": step, "loss": float(loss), "grad_norm": float(gnorm), "lr": learning_rate(cfg, step - 1),
+                   "elapsed_s": round(elapsed, 1), **{k: float(v) for k, v in stats.items()}}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    bar.close()
+    log.close()
+    checkpoint()
+    task.export(ema.model, out / "weights")
+    return {"steps": step, "elapsed_s": round(elapsed, 1), "final_loss_ema": running, "weights": str(out / "weights")}
