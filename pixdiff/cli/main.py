@@ -9,11 +9,11 @@ from pixdiff.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pixdiff.cli import train
+    from pixdiff.cli import demo, info, roundtrip, train
 
     p = argparse.ArgumentParser(prog="pixdiff", description="Pixel-space diffusion on top of latent image models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train,):
+    for module in (info, roundtrip, train, demo):
         module.register(sub)
     return p
 
