@@ -113,7 +113,7 @@ def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = Fals
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = {"step": step, "loss": float(loss), "grad_norm": float(gnorm), "lr": learning_rate(cfg, step - 1),
+            rec = {"step": step, "loss": lv, "grad_norm": float(gnorm), "lr": learning_rate(cfg, step - 1),
                    "elapsed_s": round(elapsed, 1), **{k: float(v) for k, v in stats.items()}}
             log.write(json.dumps(rec) + "\n")
             log.flush()

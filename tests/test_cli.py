@@ -1,0 +1,84 @@
+"""The command line: --help everywhere, --json, output naming, one-line errors with non-zero exit."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixdiff.cli.main import build_parser, main
+
+COMMANDS = ["info", "roundtrip", "train", "demo"]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help_json_and_seed(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--json" in out and "--seed" in out
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "vae-f8c16" in info["latent_sources"] and info["torch"]
+
+
+def write(path, arr, mode=None):
+    Image.fromarray(arr, mode).save(path)
+    return path
+
+
+def test_roundtrip_names_outputs_after_inputs_and_reports_conversions(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    a = write(tmp_path / "photo.png", rng.integers(0, 255, (20, 18, 3), dtype=np.uint8))
+    b = write(tmp_path / "grey.jpg", rng.integers(0, 255, (16, 16), dtype=np.uint8), "L")
+    assert main(["roundtrip", str(a), str(b), "--source", "pixels-f4", "--out", str(tmp_path / "out"), "--json"]) == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
+    assert [r["output"] for r in res["images"]] == [str(tmp_path / "out" / "photo.png"), str(tmp_path / "out" / "grey.png")]
+    assert "grey.jpg: converted L -> RGB" in cap.err
+    assert "photo.png: centre-cropped to 16x20 (a multiple of 4)" in cap.err
+    assert res["images"][0]["psnr"] == float("inf") or res["images"][0]["psnr"] > 90  # pixels: exact
+    assert Image.open(tmp_path / "out" / "photo.png").size == (16, 20)
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda d: d / "missing.png", "no such image"),
+    (lambda d: (d / "bad.png").write_bytes(b"garbage") and d / "bad.png", "cannot read image"),
+    (lambda d: write(d / "tiny.png", np.zeros((2, 2, 3), np.uint8)), "smaller than one latent cell"),
+])
+def test_roundtrip_bad_input_is_one_line_and_nonzero(tmp_path, capsys, setup, message):
+    path = setup(tmp_path)
+    code = main(["roundtrip", str(path), "--source", "pixels-f4", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_roundtrip_duplicate_stems_rejected(tmp_path, capsys):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    x = write(tmp_path / "a" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    y = write(tmp_path / "b" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["roundtrip", str(x), str(y), "--source", "pixels-f4", "--out", str(tmp_path / "o")]) == 2
+    assert "would both be written as x.png" in capsys.readouterr().err
+
+
+def test_unknown_source_is_an_error(tmp_path, capsys):
+    x = write(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["roundtrip", str(x), "--source", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown latent source 'nope'" in capsys.readouterr().err
+
+
+def test_train_dry_run_prints_resolved_config(tmp_path, capsys):
+    assert main(["train", "vae", "--preset", "tiny", "--out", str(tmp_path), "--dry-run", "--json", "--steps", "3"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["optim"]["steps"] == 3 and cfg["model_config"]["preset"] == "tiny"
+    assert not (tmp_path / "state.pt").exists()
+    assert main(["train", "vae", "--preset", "huge", "--out", str(tmp_path)]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_parser_lists_all_commands():
+    help_text = build_parser().format_help()
+    assert all(c in help_text for c in COMMANDS)

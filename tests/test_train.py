@@ -1,0 +1,83 @@
+"""The training loop: the loss goes down, a killed run resumes to exactly the same weights, bad resumes refused."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixdiff import InputError, load_latent_source
+from pixdiff.train.loop import OptimConfig, train
+from pixdiff.train.vae import TRAIN_PRESETS, VAETask
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        yy, xx = np.mgrid[0:48, 0:48]
+        arr = np.stack([128 + 100 * np.sin(xx / (3 + i)), 128 + 100 * np.cos(yy / 4), 90 + 0 * xx], -1)
+        Image.fromarray(np.clip(arr + rng.normal(0, 5, arr.shape), 0, 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledAt(VAETask):
+    def __init__(self, *a, at: int):
+        super().__init__(*a)
+        self.calls, self.at = 0, at
+
+    def batch(self, n, g):
+        self.calls += 1
+        if self.calls > self.at:
+            raise Killed
+        return super().batch(n, g)
+
+
+def tiny(steps=6):
+    cfg, opt = TRAIN_PRESETS["tiny"]
+    return cfg, replace(opt, steps=steps, checkpoint_minutes=0.0, log_every=1)
+
+
+def test_loss_decreases_and_weights_load_as_a_latent_source(folder, tmp_path):
+    cfg, opt = tiny(40)
+    torch.manual_seed(0)
+    train(VAETask(cfg, folder), replace(opt, lr=1e-3, warmup=5), tmp_path / "run", progress=False)
+    log = [json.loads(l)["loss"] for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert np.mean(log[-8:]) < 0.8 * np.mean(log[:8])
+    src = load_latent_source(tmp_path / "run" / "weights")
+    assert src.channels == 16 and src.factor == 8
+    z = src.encode(torch.zeros(1, 3, 32, 32))
+    assert z.shape == (1, 16, 4, 4) and torch.isfinite(z).all()
+
+
+def test_killed_run_resumes_exactly(folder, tmp_path):
+    cfg, opt = tiny(6)
+    torch.manual_seed(0)
+    train(VAETask(cfg, folder), opt, tmp_path / "straight", progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        train(KilledAt(cfg, folder, at=4), opt, tmp_path / "killed", progress=False)
+    with pytest.raises(InputError, match="already holds a training run"):
+        train(VAETask(cfg, folder), opt, tmp_path / "killed", progress=False)
+    torch.manual_seed(123)  # a different initialisation: resume must overwrite it from the checkpoint
+    train(VAETask(cfg, folder), opt, tmp_path / "killed", resume=True, progress=False)
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+
+
+def test_resume_refuses_other_config_or_missing_state(folder, tmp_path):
+    cfg, opt = tiny(2)
+    train(VAETask(cfg, folder), opt, tmp_path / "r", config={"preset": "tiny"}, progress=False)
+    with pytest.raises(InputError, match="different configuration"):
+        train(VAETask(cfg, folder), opt, tmp_path / "r", resume=True, config={"preset": "small"}, progress=False)
+    with pytest.raises(InputError, match="no training state"):
+        train(VAETask(cfg, folder), opt, tmp_path / "empty", resume=True, progress=False)
