@@ -81,3 +81,15 @@ def test_resume_refuses_other_config_or_missing_state(folder, tmp_path):
         train(VAETask(cfg, folder), opt, tmp_path / "r", resume=True, config={"preset": "small"}, progress=False)
     with pytest.raises(InputError, match="no training state"):
         train(VAETask(cfg, folder), opt, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_a_finished_run_can_be_extended(folder, tmp_path):
+    cfg, opt = tiny(2)
+    conf = lambda o: {"preset": "tiny", "optim": {"steps": o.steps, "lr": o.lr}}  # noqa: E731
+    train(VAETask(cfg, folder), opt, tmp_path / "r", config=conf(opt), progress=False)
+    longer = replace(opt, steps=4)
+    out = train(VAETask(cfg, folder), longer, tmp_path / "r", resume=True, config=conf(longer), progress=False)
+    assert out["steps"] == 4
+    with pytest.raises(InputError, match="only --steps may grow"):
+        other = replace(longer, lr=1.0)
+        train(VAETask(cfg, folder), other, tmp_path / "r", resume=True, config=conf(other), progress=False)

@@ -59,6 +59,12 @@ def learning_rate(cfg: OptimConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def _without_steps(config: dict) -> dict:
+    """The configuration a resumed run must match: everything but the step count, which may grow to extend a
+    finished run (the cosine schedule is then stretched over the new total: a warm restart)."""
+    return {**config, "optim": {k: v for k, v in config.get("optim", {}).items() if k != "steps"}}
+
+
 def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = False, config: dict | None = None,
           progress: bool = True) -> dict:
     """Run (or continue) training into out_dir; export the EMA weights at the end. Returns a summary dict."""
@@ -71,9 +77,9 @@ def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = Fals
     step, elapsed = 0, 0.0
     if resume:
         state = load_state(out)
-        if state["config"] != (config or {}):
+        if _without_steps(state["config"]) != _without_steps(config or {}):
             raise InputError(f"--resume: the run in {out} was started with a different configuration; "
-                             "use the same preset and options, or a new --out")
+                             "use the same preset and options (only --steps may grow), or a new --out")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
