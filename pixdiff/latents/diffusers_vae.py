@@ -48,7 +48,7 @@ def load_diffusers_autoencoder(path: str | Path, dtype: torch.dtype = torch.floa
     cls = _model_class(cfg.get("_class_name", "?"))
     try:
         if path.is_dir():
-            return cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True).eval()
+            return cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False).eval()
         from safetensors.torch import load_file
 
         model = cls.from_config(cfg)
