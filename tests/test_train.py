@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pixdiff import InputError, load_latent_source
-from pixdiff.train.loop import OptimConfig, train
+from pixdiff.train.loop import train
 from pixdiff.train.vae import TRAIN_PRESETS, VAETask
 
 

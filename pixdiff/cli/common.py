@@ -21,7 +21,7 @@ def emit(args, result: dict, human: str | None = None) -> None:
         print(human)
 
 
-def note(args, msg: str) -> None:
+def note(msg: str) -> None:
     """A remark for the user on stderr (keeps --json stdout clean)."""
     print(msg, file=sys.stderr)
 

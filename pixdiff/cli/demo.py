@@ -36,7 +36,7 @@ def run(args) -> int:
     if args.taef2:
         sources.append(load_latent_source("taef2", weights=args.taef2))
     else:
-        note(args, "taef2 skipped: no weights (set PIXDIFF_TAEF2 or pass --taef2 DIR)")
+        note("taef2 skipped: no weights (set PIXDIFF_TAEF2 or pass --taef2 DIR)")
     results, columns = {}, {"input": crops}
     for src in sources:
         r = evaluate_roundtrip(src, crops, names, progress=not args.json)

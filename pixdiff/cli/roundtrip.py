@@ -30,7 +30,7 @@ def check_unique_stems(paths: list[Path]) -> None:
         seen[p.stem] = p
 
 
-def roundtrip_one(source, path: Path, out: Path, args) -> dict:
+def roundtrip_one(source, path: Path, out: Path) -> dict:
     import torch
 
     from pixdiff.data.images import load_image, save_image, to_float
@@ -40,14 +40,14 @@ def roundtrip_one(source, path: Path, out: Path, args) -> dict:
 
     im = load_image(path)
     if im.note:
-        note(args, f"{path.name}: {im.note}")
+        note(f"{path.name}: {im.note}")
     x = to_float(im.pixels).unsqueeze(0)  # (1, 3, H, W)
     if x.shape[-1] * x.shape[-2] > MAX_PIXELS:
         raise InputError(f"{path}: {x.shape[-1]}x{x.shape[-2]} is above the {MAX_PIXELS // 2**20} MP limit of a "
                          "whole-image round trip on this machine; downscale or crop it first")
     x, cropped = crop_to_multiple(x, source.factor)
     if cropped:
-        note(args, f"{path.name}: centre-cropped to {x.shape[-1]}x{x.shape[-2]} (a multiple of {source.factor})")
+        note(f"{path.name}: centre-cropped to {x.shape[-1]}x{x.shape[-2]} (a multiple of {source.factor})")
     with torch.no_grad():
         z = source.encode(x)
         y = source.decode(z)
@@ -66,7 +66,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     check_unique_stems(args.images)
     source = load_latent_source(args.source, weights=args.weights)
-    results = [roundtrip_one(source, p, args.out, args) for p in args.images]
+    results = [roundtrip_one(source, p, args.out) for p in args.images]
     lines = [f"{Path(r['input']).name}: PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  "
              f"CIEDE2000 {r['ciede2000']:.2f}  -> {r['output']}" for r in results]
     emit(args, {"source": source.name, "images": results}, "\n".join(lines))

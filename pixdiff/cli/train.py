@@ -1,7 +1,6 @@
 """`pixdiff train {vae,...}`: train a model from a preset, resumable."""
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, replace
 from pathlib import Path

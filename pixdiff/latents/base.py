@@ -5,7 +5,6 @@ scaling / shift / batch-norm statistic); decode: the inverse direction. Nothing 
 """
 from __future__ import annotations
 
-import math
 from typing import Protocol, runtime_checkable
 
 import torch
