@@ -14,14 +14,14 @@ TAEF2 = SHARED / "weights" / "taef2"
 PHOTOS = SHARED / "data" / "photos"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def taef2_dir():
     if not (TAEF2 / "taef2_decoder.pth").exists():
         pytest.skip(f"TAEF2 weights not found at {TAEF2}")
     return TAEF2
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def photos():
     if not (PHOTOS / "val").is_dir():
         pytest.skip(f"photos not found at {PHOTOS}")

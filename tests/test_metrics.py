@@ -74,3 +74,16 @@ def test_taef2_features(taef2_dir):
     ref, noisy = pair(size=64)
     f = net(ref)
     assert f.shape == (2, net.dim) and net.dim == 512 and math.isfinite(float(f.sum()))
+
+
+def test_blockiness_sees_a_patch_grid_and_nothing_else():
+    torch.manual_seed(0)
+    smooth = metrics.gaussian_blur(torch.rand(2, 3, 64, 64) * 2 - 1, 2.0)
+    assert float((metrics.blockiness(smooth) - 1).abs().max()) < 0.1
+    steps = torch.rand(2, 3, 4, 4).repeat_interleave(16, -1).repeat_interleave(16, -2)  # flat 16x16 patches
+    blocky = smooth * 0.2 + steps
+    assert float(metrics.blockiness(blocky).min()) > 3
+    # the same steps off the grid (shifted by 8 pixels) are edges, not a patch grid
+    assert float(metrics.blockiness(blocky.roll(8, -1).roll(8, -2)).max()) < 0.7
+    with pytest.raises(InputError, match="no interior 16-pixel grid line"):
+        metrics.blockiness(torch.rand(1, 3, 16, 16))

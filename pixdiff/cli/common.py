@@ -9,15 +9,20 @@ from pathlib import Path
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="machine-readable result: on stdout, or into FILE when one is given")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed reproduces the output")
 
 
 def emit(args, result: dict, human: str | None = None) -> None:
-    """Print the result: JSON on stdout with --json, else a human summary."""
-    if args.json:
+    """Print the result: JSON on stdout with --json, else a human summary (and JSON into FILE with --json FILE)."""
+    if args.json == "-":
         print(json.dumps(result, indent=2, default=str))
-    elif human is not None:
+        return
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if human is not None:
         print(human)
 
 

@@ -1,4 +1,4 @@
-"""`pixdiff train {vae,...}`: train a model from a preset, resumable."""
+"""`pixdiff train {vae,pid}`: train a model from a preset, resumable."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,13 @@ def register(sub) -> None:
                        description="Train a model from a preset. Checkpoints are written atomically to OUT/state.pt "
                                    "every few minutes; --resume continues the same run exactly. Release weights "
                                    "(config.json + fp16 safetensors) land in OUT/weights at the end.")
-    p.add_argument("model", choices=["vae"], help="what to train")
-    p.add_argument("--preset", default="small", help="size preset (tiny: tests; small: 2 CPU cores)")
+    p.add_argument("model", choices=["vae", "pid"],
+                   help="vae: the f8c16 autoencoder; pid: a PiD decoder (presets small = the teacher, small-cascade "
+                        "= diffusion SR on the source's decoded image, small-regression = L1 SR on it)")
+    p.add_argument("--preset", default="small", help="size preset (tiny: tests; small*: 2 CPU cores)")
+    p.add_argument("--source", default="vae-f8c16",
+                   help="pid: the latent source whose latents it decodes (vae-f8c16, taef2, a VAE folder)")
+    p.add_argument("--source-weights", type=Path, help="pid: weights of the source (taef2: or $PIXDIFF_TAEF2)")
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="image folders (default: ../shared/data/photos/train and train-art)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
@@ -31,9 +36,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from pixdiff.errors import InputError
-    from pixdiff.train import vae
+    from pixdiff.train import pid, vae
 
-    presets = {"vae": vae.TRAIN_PRESETS}[args.model]
+    presets = {"vae": vae.TRAIN_PRESETS, "pid": pid.TRAIN_PRESETS}[args.model]
     if args.preset not in presets:
         raise InputError(f"unknown preset {args.preset!r} for {args.model}; choose from {', '.join(presets)}")
     model_cfg, opt = presets[args.preset]
@@ -42,10 +47,17 @@ def run(args) -> int:
     data = args.data or default_photos("train+train-art")
     config = {"model": args.model, "preset": args.preset, "data": [str(d) for d in data],
               "model_config": asdict(model_cfg), "optim": asdict(opt)}
+    if args.model == "pid":
+        config["source"] = args.source
     if args.dry_run:
         emit(args, config, json.dumps(config, indent=2))
         return 0
-    task = vae.VAETask(model_cfg, data)
+    if args.model == "pid":
+        from pixdiff.latents import load_latent_source
+
+        task = pid.PiDTask(model_cfg, load_latent_source(args.source, args.source_weights), data)
+    else:
+        task = vae.VAETask(model_cfg, data)
     from pixdiff.train.loop import train
 
     summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress)

@@ -13,6 +13,7 @@ NAMES = {
     "vae-f8c16": "pixdiff's own VAE (AutoencoderKL, 8x, 16 channels), shipped",
     "taef2": "tiny autoencoder of the FLUX.2 latent space (8x, 32 channels); weights via --weights / $PIXDIFF_TAEF2",
     "pixels": "pixel-unshuffle, no weights (pixels-f2, pixels-f4, ... for other factors)",
+    "<source>-decoded": "a source's own decoded image as a factor-1 'latent' (what decode-then-SR cascades see)",
 }
 
 
@@ -26,6 +27,9 @@ def load_latent_source(name_or_path: str | Path, weights: str | Path | None = No
     """A latent source by name ("vae-f8c16", "taef2", "pixels", "pixels-f4") or path (a diffusers autoencoder
     folder, a pipeline folder with vae/, a .safetensors file with config.json beside it, or a TAEF2 folder)."""
     s = str(name_or_path)
+    if s.endswith("-decoded"):
+        from pixdiff.latents.decoded import DecodedSource
+        return DecodedSource(load_latent_source(s[: -len("-decoded")], weights))
     if s == "taef2":
         from pixdiff.latents.taef2 import TAEF2
 

@@ -5,6 +5,9 @@ the patch tokens through a gate that closes as the latent's noise level sigma gr
 
 so g is about 0.88 for a clean latent, 0.5 at sigma = 0.4 and 0.05 at sigma = 1. The heads producing f_i are
 zero-initialised (the adapter starts as a no-op); the gates are not, to avoid a dead zone next to the zero heads.
+
+With `aux_rgb` (PiD v1.5), a small head also predicts the low-resolution RGB image from the trunk: a training-only
+loss that makes the trunk carry the latent's colours from the start (v1.5 added it against colour drift).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class ResBlock(nn.Module):
 
 class LatentAdapter(nn.Module):
     def __init__(self, latent_channels: int, latent_factor: int, scale: int, patch: int, dim: int,
-                 n_inject: int, hidden: int = 128, n_blocks: int = 2):
+                 n_inject: int, hidden: int = 128, n_blocks: int = 2, aux_rgb: bool = False):
         super().__init__()
         r = align_ratio(latent_factor, scale, patch)
         if r >= 1 and r.denominator != 1 or r < 1 and (1 / r).denominator != 1:
@@ -47,6 +50,11 @@ class LatentAdapter(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, dim) for _ in range(n_inject))
         self.gates = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(n_inject))
         self.log_slope = nn.Parameter(torch.full((n_inject,), math.log(5.0)))  # a
+        self.aux_pixels = patch // scale if aux_rgb else 0  # low-resolution pixels per token side
+        if aux_rgb and patch % scale:
+            raise ValueError(f"aux_rgb needs the patch {patch} to be a multiple of the scale {scale}")
+        self.aux = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, 3 * self.aux_pixels**2)) if aux_rgb else None
         for head in self.heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -54,15 +62,25 @@ class LatentAdapter(nn.Module):
             nn.init.trunc_normal_(gate.weight, std=0.01)
             nn.init.constant_(gate.bias, 2.0)  # b
 
-    def features(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C, h, w) latents -> n_inject maps of patch tokens (B, N, dim), N = (h * r) * (w * r)."""
+    def trunk_map(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) latents -> (B, hidden, h r, w r) on the patch grid."""
         z = latents
         if self.up > 1:
             z = F.interpolate(z, scale_factor=self.up, mode="nearest")  # (B, C, h r, w r)
         if self.fold > 1:
             z = F.pixel_unshuffle(z, self.fold)  # (B, C fold^2, h / fold, w / fold)
-        tokens = self.trunk(z).flatten(2).transpose(1, 2)  # (B, N, hidden)
+        return self.trunk(z)
+
+    def features(self, latents: torch.Tensor | None = None, trunk: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """(B, C, h, w) latents (or their trunk map) -> n_inject maps of patch tokens (B, N, dim), N = (h r)(w r)."""
+        trunk = self.trunk_map(latents) if trunk is None else trunk
+        tokens = trunk.flatten(2).transpose(1, 2)  # (B, N, hidden)
         return [head(tokens) for head in self.heads]
+
+    def aux_rgb(self, trunk: torch.Tensor) -> torch.Tensor:
+        """(B, hidden, gh, gw) trunk map -> the predicted low-resolution image (B, 3, gh a, gw a), a = patch / scale."""
+        y = self.aux(trunk.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 3 a^2, gh, gw)
+        return F.pixel_shuffle(y, self.aux_pixels)
 
     def gate(self, i: int, h: torch.Tensor, f: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """g for injection point i: h, f (B, N, dim), sigma (B,) -> (B, N, dim)."""

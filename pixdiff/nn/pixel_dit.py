@@ -4,7 +4,9 @@ Patch level: patchify -> Linear -> blocks of (AdaLN-zero from the timestep, QK-n
 coordinates normalised to a fixed span, SwiGLU). A latent adapter, when given, adds its gated features before every
 second block. Pixel level: every pixel gets its own embedding, and each block modulates it per pixel (AdaLN) from its
 patch token; attention compresses each patch's pixels into one token, attends across patches, and expands back; an
-MLP acts per pixel. The output layer predicts the velocity and starts at zero.
+MLP acts per pixel. The pixel features are then folded back into an image and a small full-resolution conv head
+(residual 3x3 blocks, whose kernels straddle patch borders so no patch grid survives) predicts the velocity; its
+output layer starts at zero.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ class PixelDiTConfig:
     heads: int = 4
     pixel_dim: int = 8  # channels per pixel in the pixel pathway
     pixel_depth: int = 2
-    pixel_attn_dim: int = 192  # width of a patch's compressed token in pixel attention
+    pixel_attn_dim: int = 128  # width of a patch's compressed token in pixel attention
+    pixel_ada_rank: int = 64  # per-pixel AdaLN as a rank-r map D -> r -> 6 d p^2 (the full map is 2.4M per block)
+    head_blocks: int = 1  # residual 3x3 conv blocks of the full-resolution head
     rope_span: float = 16.0
 
     def to_dict(self) -> dict:
@@ -33,9 +37,11 @@ class PixelDiTConfig:
 
 
 PRESETS = {
-    "tiny": PixelDiTConfig(patch=8, dim=32, depth=2, heads=2, pixel_dim=4, pixel_depth=1, pixel_attn_dim=32),
+    "tiny": PixelDiTConfig(patch=8, dim=32, depth=2, heads=2, pixel_dim=4, pixel_depth=1, pixel_attn_dim=32,
+                           pixel_ada_rank=8, head_blocks=1),
     "small": PixelDiTConfig(),
-    "base": PixelDiTConfig(dim=768, depth=12, heads=12, pixel_dim=16, pixel_depth=2, pixel_attn_dim=768),
+    "base": PixelDiTConfig(dim=768, depth=12, heads=12, pixel_dim=16, pixel_depth=2, pixel_attn_dim=768,
+                           pixel_ada_rank=256, head_blocks=2),
 }
 
 
@@ -60,7 +66,7 @@ class PixelBlock(nn.Module):
         super().__init__()
         p2, d = cfg.patch**2, cfg.pixel_dim
         self.norm1, self.norm2 = nn.RMSNorm(d, elementwise_affine=False), nn.RMSNorm(d, elementwise_affine=False)
-        self.ada = nn.Linear(cfg.dim, 6 * d * p2)
+        self.ada = nn.Sequential(nn.Linear(cfg.dim, cfg.pixel_ada_rank), nn.Linear(cfg.pixel_ada_rank, 6 * d * p2))
         self.compress, self.expand = nn.Linear(p2 * d, cfg.pixel_attn_dim), nn.Linear(cfg.pixel_attn_dim, p2 * d)
         self.attn = Attention(cfg.pixel_attn_dim, cfg.heads)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
@@ -71,6 +77,20 @@ class PixelBlock(nn.Module):
         a = self.compress(modulate(self.norm1(x), s1, sc1).reshape(b, n, p2 * d))  # (B, N, A)
         x = x + g1 * self.expand(self.attn(a, rope)).view(b, n, p2, d)
         return x + g2 * self.mlp(modulate(self.norm2(x), s2, sc2))
+
+
+class ConvBlock(nn.Module):
+    """Residual 3x3 conv block at full resolution; starts as the identity."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.GroupNorm(1, c), nn.SiLU(), nn.Conv2d(c, 2 * c, 3, padding=1, padding_mode="replicate"),
+                                  nn.SiLU(), nn.Conv2d(2 * c, c, 3, padding=1, padding_mode="replicate"))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
 
 
 class PixelDiT(nn.Module):
@@ -85,7 +105,8 @@ class PixelDiT(nn.Module):
         self.pixel_pos = nn.Parameter(torch.zeros(p * p, d))  # where a pixel sits inside its patch
         self.pixel_blocks = nn.ModuleList(PixelBlock(cfg) for _ in range(cfg.pixel_depth))
         self.final_norm = nn.RMSNorm(d, elementwise_affine=False)
-        self.final = nn.Linear(d, 3)
+        self.head = nn.Sequential(*[ConvBlock(d) for _ in range(cfg.head_blocks)])
+        self.final = nn.Conv2d(d, 3, 3, padding=1, padding_mode="replicate")
         self.initialize_weights()
 
     @property
@@ -96,8 +117,9 @@ class PixelDiT(nn.Module):
     def initialize_weights(self) -> None:
         nn.init.normal_(self.pixel_pos, std=0.02)
         for block in [*self.blocks, *self.pixel_blocks]:  # AdaLN-zero: every residual branch starts closed
-            nn.init.zeros_(block.ada.weight)
-            nn.init.zeros_(block.ada.bias)
+            last = block.ada[-1] if isinstance(block.ada, nn.Sequential) else block.ada
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
@@ -128,5 +150,6 @@ class PixelDiT(nn.Module):
         prope = rope_2d(gh, gw, self.cfg.pixel_attn_dim // self.cfg.heads, self.cfg.rope_span, device=x.device)
         for block in self.pixel_blocks:
             y = block(y, s, prope)
-        v = self.final(self.final_norm(y))  # (B, N, p^2, 3)
-        return F.fold(v.transpose(2, 3).reshape(b, gh * gw, 3 * p * p).transpose(1, 2), (hgt, wid), p, stride=p)
+        y = self.final_norm(y).transpose(2, 3).reshape(b, gh * gw, -1).transpose(1, 2)  # (B, d p^2, N)
+        y = F.fold(y, (hgt, wid), p, stride=p)  # (B, d, H, W)
+        return self.final(self.head(y))  # (B, 3, H, W)

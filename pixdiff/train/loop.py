@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,9 @@ from pixdiff.data.crops import step_generator
 from pixdiff.errors import InputError
 from pixdiff.train.checkpoint import load_state, save_state
 from pixdiff.train.ema import EMA
+
+# RMSNorm without weights under bf16 autocast falls back to the unfused kernel and says so on every call.
+warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""`pixdiff eval decode`: PiD against decode-then-upscale cascades, one run, one table."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pixdiff.cli.common import add_common, default_photos, emit, note
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="benchmarks with metrics (decode)",
+                       description="Evaluate models on held-out crops. `eval decode`: see its --help.")
+    evsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    d = evsub.add_parser("decode", help="PiD vs decode + bicubic / regression SR / diffusion SR",
+                         description="On HQ crops of held-out photos: LQ = HQ down by the scale, latent = encode(LQ). "
+                                     "Compares (a) the source's decoder + bicubic, (b) + a regression SR net, (c) + "
+                                     "a diffusion SR model, (d) PiD, and PiD on latents noised to each --sigmas. "
+                                     "Prints a Markdown table; --json FILE keeps every number; --sheet writes crops "
+                                     "side by side.")
+    d.add_argument("--decoder", required=True, help="PiD decoder (shipped name or folder)")
+    d.add_argument("--regression", help="(b): a decoder trained with --preset small-regression on the same source")
+    d.add_argument("--cascade", help="(c): a decoder trained with --preset small-cascade on the same source")
+    d.add_argument("--data", nargs="+", type=Path, help="image folders (default: ../shared/data/photos/val)")
+    d.add_argument("--size", type=int, default=256, help="HQ crop size (default 256)")
+    d.add_argument("--per-image", type=int, default=2, help="crops per photo: one whole-scene + native crops")
+    d.add_argument("--steps", type=int, default=25, help="sampling steps for (c) and (d)")
+    d.add_argument("--sampler", default="euler", choices=["euler", "heun", "x0-renoise"])
+    d.add_argument("--sigmas", type=float, nargs="*", default=[0.1, 0.2, 0.4], help="latent noise levels for (d)")
+    d.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")
+    d.add_argument("--taef2", type=Path, default=os.environ.get("PIXDIFF_TAEF2"),
+                   help="TAEF2 weights for the Frechet features (default $PIXDIFF_TAEF2; skipped when absent)")
+    d.add_argument("--sheet", type=Path, help="write an image sheet (PNG/JPEG) of the first crops")
+    d.add_argument("--batch", type=int, default=4)
+    add_common(d)
+    d.set_defaults(func=run_decode)
+
+
+def run_decode(args) -> int:
+    from pixdiff.data.crops import eval_crops
+    from pixdiff.decoder import load_decoder
+    from pixdiff.errors import InputError
+    from pixdiff.eval.decode import build_methods, evaluate_decode, markdown_table
+    from pixdiff.latents import load_latent_source
+
+    pid = load_decoder(args.decoder)
+    source = load_latent_source(pid.source["name"], args.source_weights)
+    extra = {}
+    for role, name in (("regression", args.regression), ("cascade", args.cascade)):
+        if name:
+            dec = load_decoder(name)
+            if dec.source["name"] != f"{source.name}-decoded" or dec.cfg.scale != pid.cfg.scale:
+                raise InputError(f"--{role} {dec.name} super-resolves {dec.source['name']!r} at {dec.cfg.scale}x; "
+                                 f"this comparison needs {source.name}-decoded at {pid.cfg.scale}x")
+            extra[role] = dec
+    features = None
+    if args.taef2:
+        from pixdiff.eval.features import TAEF2Features
+        features = TAEF2Features(args.taef2)
+    else:
+        note("Frechet distance skipped: no TAEF2 weights for the features (set PIXDIFF_TAEF2 or pass --taef2)")
+    crops, names = eval_crops(args.data or default_photos("val"), args.size, args.per_image, seed=args.seed)
+    methods = build_methods(source, pid, steps=args.steps, sampler=args.sampler, sigmas=args.sigmas, **extra)
+    r = evaluate_decode(source, methods, crops, names, pid.cfg.scale, features, args.batch, args.seed,
+                        progress=args.json != "-")
+    outputs, lq = r.pop("outputs"), r.pop("lq")
+    if args.sheet:
+        from pixdiff.data.images import resize
+        from pixdiff.eval.sheet import image_sheet
+
+        cols = {"HQ": crops, "LQ": resize(lq, crops.shape[-2:]), **outputs}
+        cols = {k.split(" ")[0] if k.startswith("(") and "sigma" not in k else k.replace("(d) PiD, ", ""): v
+                for k, v in cols.items()}
+        r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
+    r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, data=[str(d) for d in args.data or
+             default_photos("val")], **{role: dec.name for role, dec in extra.items()})
+    emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
+                  f"{args.sampler} steps\n\n" + markdown_table(r))
+    return 0

@@ -1,0 +1,146 @@
+"""PiD: the pixel DiT plus its sigma-aware latent adapter, as one module (`PiD`), and the user-facing decoder
+(`PiDDecoder`: latents -> images at `scale` times the source's resolution, by sampling the flow ODE).
+
+The same module also serves the cascade baselines of `pixdiff eval decode`: conditioned on the source's decoded
+image instead of its latent (a latent source of factor 1, see `DecodedSource`), it is the diffusion
+super-resolution model (c); with `objective="l1"` it is the one-step regression super-resolution net (b).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pixdiff.errors import InputError
+from pixdiff.flow.samplers import get_sampler
+from pixdiff.flow.schedule import timesteps
+from pixdiff.flow.time import resolution_shift
+from pixdiff.nn.latent_adapter import LatentAdapter
+from pixdiff.nn.pixel_dit import PixelDiT, PixelDiTConfig
+
+KIND = "pid-decoder"
+
+
+@dataclass
+class PiDConfig:
+    net: PixelDiTConfig = field(default_factory=PixelDiTConfig)
+    latent_source: dict = field(default_factory=lambda: {"name": "vae-f8c16", "channels": 16, "factor": 8})
+    scale: int = 4  # output pixels per input (low-resolution) pixel
+    adapter_hidden: int = 128
+    adapter_blocks: int = 2
+    aux_rgb: bool = True  # v1.5's low-resolution RGB head (a training loss)
+    objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
+    shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
+    latent_std: float = 1.0  # measured on training latents: a guard against latents of another space
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "kind": KIND}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PiDConfig":
+        d = {k: v for k, v in d.items() if k != "kind"}
+        return cls(**{**d, "net": PixelDiTConfig(**d["net"])})
+
+
+class PiD(nn.Module):
+    def __init__(self, cfg: PiDConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = PixelDiT(cfg.net)
+        src = cfg.latent_source
+        self.adapter = LatentAdapter(src["channels"], src["factor"], cfg.scale, cfg.net.patch, cfg.net.dim,
+                                     n_inject=len(self.net.injection_points) + 1, hidden=cfg.adapter_hidden,
+                                     n_blocks=cfg.adapter_blocks, aux_rgb=cfg.aux_rgb)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, sigma: torch.Tensor,
+                keep: torch.Tensor | None = None, trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 3, H, W) noisy image at time t (B,); latents (B, C, h, w) at noise level sigma (B,), with
+        H = h * factor * scale. keep (B,) bool: False drops the latent (latent dropout; unconditional).
+        Returns the velocity (B, 3, H, W)."""
+        trunk = self.adapter.trunk_map(latents) if trunk is None else trunk  # (B, hidden, gh, gw)
+        feats = self.adapter.features(trunk=trunk)  # each (B, N, D)
+        if keep is not None:
+            feats = [f * keep.view(-1, 1, 1).to(f.dtype) for f in feats]
+        return self.net(x, t, self.adapter, feats, sigma)
+
+    def regress(self, latents: torch.Tensor, sigma: torch.Tensor, trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """The one-step output of an `l1` model: x0 = x_t - t v at x_t = 0 (the noise mean), t = 1."""
+        b, _, h, w = latents.shape
+        f = self.cfg.latent_source["factor"] * self.cfg.scale
+        x = torch.zeros(b, 3, h * f, w * f, dtype=latents.dtype, device=latents.device)
+        return -self(x, torch.ones(b, device=latents.device), latents, sigma, trunk=trunk)
+
+
+class PiDDecoder:
+    """Latents -> images. `decode(latents, sigma=0, steps=25)`; seeded through `generator`."""
+
+    def __init__(self, model: PiD, name: str = "pid"):
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.name = name
+
+    @property
+    def source(self) -> dict:
+        return self.cfg.latent_source
+
+    def check(self, latents: torch.Tensor, sigma: torch.Tensor, scale: int | None) -> None:
+        from pixdiff.latents.base import check_latents
+
+        src = self.source
+        if scale is not None and scale != self.cfg.scale:
+            raise InputError(f"{self.name} decodes at {self.cfg.scale}x only; scale {scale} is not supported by this "
+                             "checkpoint (train another for it)")
+        check_latents(latents, src["channels"], src["name"])
+        if bool(((sigma < 0) | (sigma > 1)).any()):
+            raise InputError(f"sigma must be in [0, 1], got {sigma.tolist()}")
+        # Clean latents of the right space have std near latent_std; noised ones move towards 1.
+        std = float(latents.float().std())
+        lo, hi = min(self.cfg.latent_std, 1.0) / 3, max(self.cfg.latent_std, 1.0) * 3
+        if not lo <= std <= hi:
+            raise InputError(f"latents have std {std:.3g}, but {src['name']} latents have std about "
+                             f"{self.cfg.latent_std:.3g}: they look like another latent space (or an unnormalised "
+                             "one); encode with the source this decoder was trained on")
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int = 25,
+               sampler: str = "euler", scale: int | None = None, generator: torch.Generator | None = None,
+               progress: bool = False) -> torch.Tensor:
+        """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1]."""
+        b = latents.shape[0] if latents.ndim == 4 else 1
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b) if latents.ndim == 4 else \
+            torch.as_tensor(sigma, dtype=torch.float32)
+        self.check(latents, sigma, scale)
+        z, (h, w) = self._pad(latents.float())
+        f = self.source["factor"] * self.cfg.scale
+        trunk = self.model.adapter.trunk_map(z)  # the latent branch does not depend on t: run it once
+        if self.cfg.objective == "l1":
+            x = self.model.regress(z, sigma, trunk=trunk)
+        else:
+            shape = (b, 3, z.shape[-2] * f, z.shape[-1] * f)
+            x = torch.randn(shape, generator=generator)
+            grid = timesteps(steps, resolution_shift(shape[-2] * shape[-1], base_shift=self.cfg.shift))
+            bar = tqdm(total=steps, disable=not progress, desc=f"{self.name} decode", leave=False)
+
+            def velocity(x_t, t):
+                return self.model(x_t, t, z, sigma, trunk=trunk)
+
+            x = get_sampler(sampler)(velocity, x, grid, generator=generator, callback=lambda *_: bar.update(1))
+            bar.close()
+        return x[..., : h * f, : w * f].clamp(-1, 1)
+
+    def _pad(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Replicate-pad the latent grid so the output is a whole number of patches (and of folded cells)."""
+        h, w = z.shape[-2:]
+        f = self.source["factor"] * self.cfg.scale
+        p = self.cfg.net.patch
+        step = max(p // f, 1)  # latent cells per patch side (1 when a cell spans whole patches)
+        ph, pw = -h % step, -w % step
+        if ph or pw:
+            warnings.warn(f"latent grid {w}x{h} padded to {w + pw}x{h + ph} (a whole number of {p}-pixel patches); "
+                          "the output is cropped back", stacklevel=3)
+            z = F.pad(z, (0, pw, 0, ph), mode="replicate")
+        return z, (h, w)

@@ -1,0 +1,123 @@
+"""`pixdiff train pid`: PiD teachers, and the cascade baselines trained by the same code.
+
+A training pair: a high-quality crop HQ -> anti-aliased bicubic down by the scale (LQ) -> latent z = E(LQ) ->
+with probability 0.75 the latent is noised to sigma ~ U[0, 0.8], z~ = (1 - sigma) z + sigma eps (so the decoder
+learns to finish half-denoised latents) -> 10% of latents are dropped (unconditional). The loss is velocity MSE at
+logit-normal t with the resolution-dependent shift, plus v1.5's auxiliary RGB loss on the adapter (the LQ image
+predicted from the latent; YCbCr Charbonnier, weight (1 - sigma), skipped for dropped latents).
+
+`condition="decoded"` trains on the source's decoded LQ image instead (the diffusion SR of a decode-then-SR
+cascade), and `objective="l1"` trains a one-step regressor with the same network (the regression SR baseline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pixdiff.data.crops import RandomCrops, step_generator
+from pixdiff.data.images import downsample
+from pixdiff.decoder import PiD, PiDConfig, save_decoder
+from pixdiff.flow.loss import velocity_loss
+from pixdiff.flow.schedule import sample_t_logit_normal
+from pixdiff.flow.time import interpolate, resolution_shift
+from pixdiff.nn.pixel_dit import PRESETS as NET_PRESETS
+from pixdiff.release import source_signature
+from pixdiff.train.loop import OptimConfig
+
+
+@dataclass
+class PiDTrainConfig:
+    net: str = "small"  # pixel DiT preset
+    adapter_hidden: int = 128
+    condition: str = "latent"  # "latent": PiD; "decoded": the source's decoded image (cascade baselines)
+    objective: str = "flow"  # "flow" or "l1" (one-step regression)
+    scale: int = 4
+    crop: int = 256
+    max_zoom: float = 4.0
+    noise_prob: float = 0.75  # share of latents noised to sigma ~ U[0, sigma_max]
+    sigma_max: float = 0.8
+    latent_dropout: float = 0.1
+    aux_weight: float = 0.8
+    shift: float = 2.0  # at 256^2: PiD's 6 sqrt(sqrt(HW) / 2048) gives 2.1 there
+
+
+TRAIN_PRESETS = {
+    "tiny": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0),
+             OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
+    # about 1.1 s per step on 2 idle CPU cores
+    "small": (PiDTrainConfig(), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
+    "tiny-cascade": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, condition="decoded"),
+                     OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
+    "tiny-regression": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, condition="decoded",
+                                       objective="l1"), OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
+    "small-cascade": (PiDTrainConfig(condition="decoded", noise_prob=0.0),
+                      OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
+    "small-regression": (PiDTrainConfig(condition="decoded", objective="l1", noise_prob=0.0, latent_dropout=0.0),
+                         OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
+}
+
+
+def ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [-1, 1] -> YCbCr (BT.601, [0, 1] scale, Cb / Cr centred at 0)."""
+    r, g, b = ((x + 1) / 2).unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([y, 0.564 * (b - y), 0.713 * (r - y)], 1)
+
+
+def aux_rgb_loss(pred: torch.Tensor, lq: torch.Tensor, weight: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """PiD v1.5's colour loss: Charbonnier in YCbCr, Y weighted 0.25 and Cb / Cr 1.0; per-sample weight (B,)."""
+    d = ycbcr(pred.float()) - ycbcr(lq.float())
+    c = (d.square() + eps**2).sqrt() - eps  # (B, 3, h, w)
+    per_sample = (c * torch.tensor([0.25, 1.0, 1.0]).view(1, 3, 1, 1)).flatten(1).mean(1)
+    return (per_sample * weight).sum() / weight.sum().clamp(min=1)
+
+
+class PiDTask:
+    def __init__(self, cfg: PiDTrainConfig, source, data_folders):
+        if cfg.condition == "decoded":
+            from pixdiff.latents.decoded import DecodedSource
+            source = DecodedSource(source)
+        self.cfg, self.source = cfg, source
+        self.model = PiD(PiDConfig(net=NET_PRESETS[cfg.net], latent_source=source_signature(source), scale=cfg.scale,
+                                   adapter_hidden=cfg.adapter_hidden, objective=cfg.objective, shift=cfg.shift))
+        self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
+
+    @torch.no_grad()
+    def batch(self, n: int, g: torch.Generator) -> dict:
+        hq = self.data.sample(n, g)  # (B, 3, H, W) in [-1, 1]
+        lq = downsample(hq, self.cfg.scale)  # (B, 3, H/s, W/s)
+        z = self.source.encode(lq).float()  # (B, C, h, w)
+        noisy = torch.rand(n, generator=g) < self.cfg.noise_prob
+        sigma = torch.rand(n, generator=g) * self.cfg.sigma_max * noisy
+        z = interpolate(z, torch.randn(z.shape, generator=g), sigma)
+        keep = torch.rand(n, generator=g) >= self.cfg.latent_dropout
+        return {"hq": hq, "lq": lq, "z": z, "sigma": sigma, "keep": keep}
+
+    def loss(self, model: PiD, b: dict, g: torch.Generator):
+        hq, z, sigma, keep = b["hq"], b["z"], b["sigma"], b["keep"]
+        trunk = model.adapter.trunk_map(z)
+        if self.cfg.objective == "l1":
+            main = (model.regress(z, sigma, trunk=trunk).float() - hq).abs().mean()
+        else:
+            s = resolution_shift(hq.shape[-2] * hq.shape[-1], base_shift=self.cfg.shift)
+            t = sample_t_logit_normal(hq.shape[0], generator=g, s=s)
+            eps = torch.randn(hq.shape, generator=g)
+            main = velocity_loss(model(interpolate(hq, eps, t), t, z, sigma, keep, trunk=trunk), hq, eps).mean()
+        stats = {"main": main.detach()}
+        loss = main
+        if model.adapter.aux is not None and self.cfg.aux_weight > 0:
+            aux = aux_rgb_loss(model.adapter.aux_rgb(trunk), b["lq"], (1 - sigma) * keep)
+            loss = loss + self.cfg.aux_weight * aux
+            stats["aux_rgb"] = aux.detach()
+        return loss, stats
+
+    @torch.no_grad()
+    def export(self, model: PiD, out_dir: Path) -> None:
+        """fp16 release folder; records the std of clean training latents (the decoder's wrong-space guard)."""
+        b = self.batch(16, step_generator(12345, 0))
+        z = self.source.encode(b["lq"]).float()
+        model.cfg = replace(model.cfg, latent_std=round(float(z.std()), 4))
+        save_decoder(model.float().eval(), out_dir)

@@ -1,0 +1,72 @@
+"""PiD on the command line: train -> upscale / encode -> decode / eval decode, and their errors."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixdiff.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def decoder(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pid")
+    assert main(["train", "pid", "--preset", "tiny", "--source", "pixels-f4", "--data", str(photos / "val"),
+                 "--out", str(out), "--no-progress"]) == 0
+    return out / "weights"
+
+
+def write_png(path, w, h, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_upscale_pads_odd_sizes_and_crops_back(decoder, tmp_path, capsys):
+    img = write_png(tmp_path / "odd.png", 18, 13)
+    args = ["upscale", str(img), "--decoder", str(decoder), "--steps", "2", "--out", str(tmp_path / "o")]
+    assert main(args + ["--json"]) == 0
+    cap = capsys.readouterr()
+    assert "edge-padded to 20x16" in cap.err
+    res = json.loads(cap.out)
+    assert Image.open(res["images"][0]["output"]).size == (72, 52)
+    assert main(args + ["--seed", "0"]) == 0  # the same seed gives the same image
+    first = np.asarray(Image.open(tmp_path / "o" / "odd.png"))
+    assert main(args + ["--seed", "0"]) == 0
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "o" / "odd.png")))
+    assert main(args + ["--scale", "2"]) == 2
+    assert "upscales 4x only; --scale 2" in capsys.readouterr().err
+
+
+def test_encode_then_decode_and_source_mismatch(decoder, tmp_path, capsys):
+    img = write_png(tmp_path / "a.png", 16, 8)
+    assert main(["encode", str(img), "--source", "pixels-f4", "--out", str(tmp_path / "z")]) == 0
+    z = tmp_path / "z" / "a.safetensors"
+    assert main(["decode", str(z), "--decoder", str(decoder), "--steps", "2", "--sigma", "0.2",
+                 "--out", str(tmp_path / "d")]) == 0
+    assert Image.open(tmp_path / "d" / "a.png").size == (64, 32)
+    capsys.readouterr()
+    assert main(["encode", str(img), "--source", "pixels-f2", "--out", str(tmp_path / "z2")]) == 0
+    assert main(["decode", str(tmp_path / "z2" / "a.safetensors"), "--decoder", str(decoder),
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "holds latents of 'pixels-f2', but weights decodes 'pixels-f4'" in capsys.readouterr().err
+    assert main(["decode", str(img), "--decoder", str(decoder), "--out", str(tmp_path / "d")]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+
+
+def test_eval_decode_writes_every_metric(decoder, photos, taef2_dir, tmp_path, capsys):
+    js = tmp_path / "r.json"
+    assert main(["eval", "decode", "--decoder", str(decoder), "--data", str(photos / "val"), "--size", "64",
+                 "--steps", "1", "--sigmas", "0.2", "--taef2", str(taef2_dir), "--sheet", str(tmp_path / "s.png"),
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "| (d) PiD |" in out and "| truth |" in out
+    r = json.loads(js.read_text())
+    assert list(r["methods"]) == ["(a) decode + bicubic", "(d) PiD", "(d) PiD, sigma=0.2"]
+    a = r["methods"]["(a) decode + bicubic"]
+    assert a["nfe"] == 0 and r["methods"]["(d) PiD"]["nfe"] == 1
+    # pixels-f4 is lossless: (a) is exactly bicubic of the LQ image, which the bicubic down-sampler nearly inverts
+    assert a["lq_psnr"] > 35
+    assert {"psnr", "ssim", "lq_ciede2000", "frechet", "hf_log2_distance", "hf_correlation", "blockiness",
+            "seconds_per_image", "peak_memory_mb"} <= set(a)
+    assert r["n"] == 12 and 0.8 < r["truth"]["blockiness"] < 1.2
+    assert (tmp_path / "s.png").exists()

@@ -1,0 +1,155 @@
+"""PiD: training pairs, the decoder's contract (shapes, seeds, padding, bad input), release round trip, learning."""
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pixdiff.data.images import downsample
+from pixdiff.decoder import PiD, PiDConfig, PiDDecoder, load_decoder, save_decoder
+from pixdiff.errors import InputError
+from pixdiff.latents import load_latent_source
+from pixdiff.nn.pixel_dit import PRESETS
+from pixdiff.train.pid import TRAIN_PRESETS, PiDTask, aux_rgb_loss, ycbcr
+
+PIX4 = {"name": "pixels-f4", "channels": 48, "factor": 4}
+
+
+def tiny_decoder(seed=0, **kw) -> PiDDecoder:
+    torch.manual_seed(seed)
+    cfg = PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, adapter_hidden=8, adapter_blocks=1, **kw)
+    model = PiD(cfg)
+    with torch.no_grad():  # open the zero-initialised output paths so outputs depend on everything
+        for p in model.parameters():
+            if p.ndim > 1 and float(p.abs().max()) == 0:
+                p.normal_(std=0.05)
+    return PiDDecoder(model, "tiny")
+
+
+def test_decode_shape_and_seeding():
+    dec = tiny_decoder()
+    z = load_latent_source("pixels-f4").encode(torch.rand(2, 3, 8, 12) * 2 - 1)  # (2, 48, 2, 3)
+    a = dec.decode(z, steps=3, generator=torch.Generator().manual_seed(1))
+    b = dec.decode(z, steps=3, generator=torch.Generator().manual_seed(1))
+    c = dec.decode(z, steps=3, generator=torch.Generator().manual_seed(2))
+    assert a.shape == (2, 3, 32, 48)  # latent cells x factor 4 x scale 4
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.abs().max()) <= 1.0
+
+
+def test_output_depends_on_latent_and_sigma():
+    dec = tiny_decoder()
+    z = torch.randn(1, 48, 2, 2)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    base = dec.decode(z, steps=2, generator=g())
+    assert not torch.equal(base, dec.decode(torch.randn(1, 48, 2, 2), steps=2, generator=g()))
+    assert not torch.equal(base, dec.decode(z, sigma=0.5, steps=2, generator=g()))
+
+
+def test_latent_grid_not_a_whole_number_of_patches_is_padded_and_cropped_back():
+    # scale 1 with factor 4 and patch 8: two latent cells per patch side, so an odd grid needs padding
+    torch.manual_seed(0)
+    model = PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, scale=1, adapter_hidden=8, adapter_blocks=1))
+    dec = PiDDecoder(model, "tiny-1x")
+    with pytest.warns(UserWarning, match="padded to 4x4"):
+        y = dec.decode(torch.randn(1, 48, 3, 3), steps=1)
+    assert y.shape == (1, 3, 12, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dec.decode(torch.randn(1, 48, 2, 4), steps=1).shape == (1, 3, 8, 16)
+
+
+def test_bad_input_is_refused_with_clear_errors():
+    dec = tiny_decoder()
+    z = torch.randn(1, 48, 2, 2)
+    with pytest.raises(InputError, match="16 channels but pixels-f4 latents have 48"):
+        dec.decode(torch.randn(1, 16, 2, 2))
+    bad = z.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN or Inf"):
+        dec.decode(bad)
+    with pytest.raises(InputError, match="decodes at 4x only; scale 2"):
+        dec.decode(z, scale=2)
+    with pytest.raises(InputError, match=r"sigma must be in \[0, 1\]"):
+        dec.decode(z, sigma=1.5)
+    with pytest.raises(InputError, match="look like another latent space"):
+        dec.decode(z * 20)  # same channels, wrong statistics (e.g. unnormalised latents)
+
+
+def test_release_round_trip_and_damaged_files(tmp_path):
+    dec = tiny_decoder()
+    folder = save_decoder(dec.model, tmp_path / "d")
+    z = torch.randn(1, 48, 2, 2)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    loaded = load_decoder(folder)
+    # fp16 release weights: equal up to half-precision rounding
+    assert torch.allclose(loaded.decode(z, steps=2, generator=g()), dec.decode(z, steps=2, generator=g()), atol=2e-2)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "net": {**cfg["net"], "dim": 48}}))
+    with pytest.raises(InputError, match="do not match their config.json"):
+        load_decoder(folder)
+    (folder / "config.json").write_text(json.dumps({**cfg, "kind": "vae"}))
+    with pytest.raises(InputError, match="not a pid-decoder"):
+        load_decoder(folder)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="corrupt"):
+        load_decoder(folder)
+    with pytest.raises(InputError, match="no decoder 'nope'"):
+        load_decoder("nope")
+
+
+def test_regression_objective_is_one_deterministic_call():
+    dec = tiny_decoder(objective="l1")
+    calls = []
+    dec.model.net.register_forward_hook(lambda *a: calls.append(1))
+    z = torch.randn(1, 48, 2, 2)
+    a, b = dec.decode(z, steps=25), dec.decode(z, steps=25, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a, b) and len(calls) == 2
+
+
+def test_ycbcr_and_aux_loss():
+    grey = torch.full((1, 3, 2, 2), 0.2)
+    assert torch.allclose(ycbcr(grey)[:, 1:], torch.zeros(1, 2, 2, 2), atol=1e-6)
+    assert torch.allclose(ycbcr(grey)[:, 0], torch.full((1, 2, 2), 0.6))
+    x = torch.rand(3, 3, 4, 4)
+    assert float(aux_rgb_loss(x, x, torch.ones(3))) == pytest.approx(0.0, abs=1e-7)
+    y = x + 0.5
+    w = torch.tensor([1.0, 0.0, 0.0])  # only the first sample counts
+    assert float(aux_rgb_loss(y, x, w)) == pytest.approx(float(aux_rgb_loss(y[:1], x[:1], torch.ones(1))))
+
+
+@pytest.fixture(scope="module")
+def pix_task(photos):
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    return PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"])
+
+
+def test_training_pairs(pix_task):
+    n = 400
+    b = pix_task.batch(n, torch.Generator().manual_seed(0))
+    assert b["hq"].shape == (n, 3, 64, 64) and b["lq"].shape == (n, 3, 16, 16)
+    assert torch.allclose(b["lq"], downsample(b["hq"], 4))
+    clean = pix_task.source.encode(b["lq"])
+    s = b["sigma"]
+    assert torch.equal(b["z"][s == 0], clean[s == 0])  # un-noised latents are the encoding itself
+    assert float(s.max()) <= 0.8 and 0.68 < float((s > 0).float().mean()) < 0.82  # p = 0.75, U[0, 0.8]
+    assert 0.06 < float((~b["keep"]).float().mean()) < 0.14  # 10% latent dropout
+    i = int(torch.nonzero(s > 0.3)[0])
+    assert not torch.allclose(b["z"][i], clean[i])
+
+
+def test_loss_falls_when_fitting_one_batch(pix_task):
+    model = pix_task.model
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    b = pix_task.batch(4, torch.Generator().manual_seed(0))
+
+    def loss():  # the same t and noise every time
+        return pix_task.loss(model, b, torch.Generator().manual_seed(1))[0]
+    start = float(loss().detach())
+    for _ in range(60):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert float(loss().detach()) < 0.6 * start
