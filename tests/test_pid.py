@@ -4,7 +4,6 @@ import warnings
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from pixdiff.data.images import downsample
 from pixdiff.decoder import PiD, PiDConfig, PiDDecoder, load_decoder, save_decoder

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from pixdiff.data.crops import RandomCrops, step_generator
 from pixdiff.data.images import downsample
