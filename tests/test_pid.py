@@ -152,3 +152,23 @@ def test_loss_falls_when_fitting_one_batch(pix_task):
         loss().backward()
         opt.step()
     assert float(loss().detach()) < 0.6 * start
+
+
+def test_rgb_condition_is_the_upsampled_aux_estimate_faded_by_sigma():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = PiD(PiDConfig(net=replace(PRESETS["tiny"], cond_channels=3), latent_source=PIX4, adapter_hidden=8,
+                          adapter_blocks=1))
+    z = torch.randn(3, 48, 2, 2)
+    trunk = model.adapter.trunk_map(z)
+    sigma, keep = torch.tensor([0.0, 0.4, 0.0]), torch.tensor([True, True, False])
+    c = model.rgb_condition(trunk, sigma, keep, (32, 32))
+    rgb = torch.nn.functional.interpolate(model.adapter.aux_rgb(trunk), size=(32, 32), mode="bilinear")
+    assert c.shape == (3, 3, 32, 32)
+    assert torch.allclose(c[0], rgb[0], atol=1e-6)  # clean latent: the estimate itself
+    g = torch.sigmoid(torch.tensor(2 - 5 * 0.4)) / torch.sigmoid(torch.tensor(2.0))
+    assert torch.allclose(c[1], g * rgb[1], atol=1e-6)  # sigma 0.4: faded to about 57%
+    assert float(c[2].abs().max()) == 0  # dropped latent: nothing
+    with pytest.raises(ValueError, match="cond_channels 3, aux_rgb"):
+        PiD(PiDConfig(net=replace(PRESETS["tiny"], cond_channels=3), latent_source=PIX4, aux_rgb=False))

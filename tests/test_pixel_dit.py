@@ -28,8 +28,8 @@ def test_fold_is_the_inverse_of_the_patch_split():
         net.pixel_embed.weight.zero_(), net.pixel_embed.bias.zero_(), net.pixel_pos.zero_()
         net.pixel_embed.weight[:3, :3] = torch.eye(3)
         net.final_norm = torch.nn.Identity()
-        net.final.weight.zero_()
-        net.final.weight[:, :3] = torch.eye(3)
+        net.final.weight.zero_(), net.final.bias.zero_()
+        net.final.weight[:, :3, 1, 1] = torch.eye(3)  # the 3x3 output conv copies channels 0-2
     x = torch.randn(1, 3, 24, 16)
     assert d >= 3 and torch.allclose(net(x, torch.tensor([0.5])), x, atol=1e-6)
 
@@ -43,7 +43,7 @@ def test_adapter_features_reach_the_output_and_gradients_flow():
             head.weight.normal_(std=0.1)
         net.final.weight.normal_(std=0.1)
         for blk in net.pixel_blocks:
-            blk.ada.weight.normal_(std=0.1)
+            blk.ada[-1].weight.normal_(std=0.1)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.5, 0.5])
     z = torch.randn(2, 16, 1, 1)
     out_a = net(x, t, ad, ad.features(z), torch.zeros(2))
@@ -53,6 +53,20 @@ def test_adapter_features_reach_the_output_and_gradients_flow():
     assert ad.trunk[0].weight.grad is not None and float(ad.trunk[0].weight.grad.abs().sum()) > 0
 
 
-def test_small_preset_fits_the_weight_budget():
-    n = sum(p.numel() for p in PixelDiT(PRESETS["small"]).parameters())
-    assert n * 2 < 25e6  # fp16 bytes, before the adapter
+def test_small_preset_with_its_adapter_fits_the_weight_budget():
+    from pixdiff.decoder import PiD, PiDConfig
+
+    n = sum(p.numel() for p in PiD(PiDConfig()).parameters())
+    assert n * 2 < 25e6  # fp16 bytes per shipped file
+
+
+def test_conditioning_image_reaches_the_output():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    net = PixelDiT(replace(PRESETS["tiny"], cond_channels=3))
+    with torch.no_grad():
+        net.final.weight.normal_(std=0.1)
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([0.5])
+    a, b = net(x, t, cond=torch.zeros(1, 3, 16, 16)), net(x, t, cond=torch.ones(1, 3, 16, 16))
+    assert not torch.allclose(a, b)

@@ -52,6 +52,8 @@ class PiD(nn.Module):
         self.cfg = cfg
         self.net = PixelDiT(cfg.net)
         src = cfg.latent_source
+        if cfg.net.cond_channels not in (0, 3) or cfg.net.cond_channels and not cfg.aux_rgb:
+            raise ValueError("the per-pixel condition of PiD is the adapter's RGB estimate: cond_channels 3, aux_rgb")
         self.adapter = LatentAdapter(src["channels"], src["factor"], cfg.scale, cfg.net.patch, cfg.net.dim,
                                      n_inject=len(self.net.injection_points) + 1, hidden=cfg.adapter_hidden,
                                      n_blocks=cfg.adapter_blocks, aux_rgb=cfg.aux_rgb)
@@ -65,7 +67,19 @@ class PiD(nn.Module):
         feats = self.adapter.features(trunk=trunk)  # each (B, N, D)
         if keep is not None:
             feats = [f * keep.view(-1, 1, 1).to(f.dtype) for f in feats]
-        return self.net(x, t, self.adapter, feats, sigma)
+        return self.net(x, t, self.adapter, feats, sigma, cond=self.rgb_condition(trunk, sigma, keep, x.shape[-2:]))
+
+    def rgb_condition(self, trunk, sigma, keep, size) -> torch.Tensor | None:
+        """The latent's direct path to every pixel (net.cond_channels = 3): the adapter's low-resolution RGB estimate,
+        upsampled bilinearly to (B, 3, H, W), faded as the latent's noise grows (the adapter's initial gate curve,
+        sigmoid(2 - 5 sigma) / sigmoid(2)) and zeroed for dropped latents."""
+        if not self.cfg.net.cond_channels:
+            return None
+        rgb = F.interpolate(self.adapter.aux_rgb(trunk), size=tuple(size), mode="bilinear", align_corners=False)
+        w = torch.sigmoid(2 - 5 * sigma) / torch.sigmoid(torch.tensor(2.0))
+        if keep is not None:
+            w = w * keep
+        return rgb * w.view(-1, 1, 1, 1).to(rgb.dtype)
 
     def regress(self, latents: torch.Tensor, sigma: torch.Tensor, trunk: torch.Tensor | None = None) -> torch.Tensor:
         """The one-step output of an `l1` model: x0 = x_t - t v at x_t = 0 (the noise mean), t = 1."""

@@ -30,6 +30,7 @@ class PixelDiTConfig:
     pixel_attn_dim: int = 128  # width of a patch's compressed token in pixel attention
     pixel_ada_rank: int = 64  # per-pixel AdaLN as a rank-r map D -> r -> 6 d p^2 (the full map is 2.4M per block)
     head_blocks: int = 1  # residual 3x3 conv blocks of the full-resolution head
+    cond_channels: int = 0  # per-pixel conditioning image channels concatenated to the noisy image
     rope_span: float = 16.0
 
     def to_dict(self) -> dict:
@@ -98,10 +99,11 @@ class PixelDiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         p, d = cfg.patch, cfg.pixel_dim
-        self.patch_embed = nn.Linear(3 * p * p, cfg.dim)
+        c_in = 3 + cfg.cond_channels
+        self.patch_embed = nn.Linear(c_in * p * p, cfg.dim)
         self.t_embed = TimestepEmbedder(cfg.dim)
         self.blocks = nn.ModuleList(PatchBlock(cfg.dim, cfg.heads) for _ in range(cfg.depth))
-        self.pixel_embed = nn.Linear(3, d)
+        self.pixel_embed = nn.Linear(c_in, d)
         self.pixel_pos = nn.Parameter(torch.zeros(p * p, d))  # where a pixel sits inside its patch
         self.pixel_blocks = nn.ModuleList(PixelBlock(cfg) for _ in range(cfg.pixel_depth))
         self.final_norm = nn.RMSNorm(d, elementwise_affine=False)
@@ -124,14 +126,17 @@ class PixelDiT(nn.Module):
         nn.init.zeros_(self.final.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, adapter=None, latent_feats=None,
-                sigma: torch.Tensor | None = None) -> torch.Tensor:
+                sigma: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) noisy image, H and W multiples of the patch; t: (B,). Returns the velocity (B, 3, H, W).
         adapter / latent_feats / sigma: a LatentAdapter, its features (one (B, N, D) map per injection point plus
         one for the pixel pathway, so len(injection_points) + 1 maps) and the latent noise level (B,)."""
         b, _, hgt, wid = x.shape
         p = self.cfg.patch
         gh, gw = hgt // p, wid // p
-        patches = F.unfold(x, p, stride=p).transpose(1, 2)  # (B, N, 3 p^2)
+        if self.cfg.cond_channels:  # cond: (B, cond_channels, H, W), e.g. the adapter's RGB estimate
+            x = torch.cat([x, cond.to(x.dtype)], 1)
+        c_in = x.shape[1]
+        patches = F.unfold(x, p, stride=p).transpose(1, 2)  # (B, N, c_in p^2)
         h = self.patch_embed(patches)  # (B, N, D)
         temb = self.t_embed(t)  # (B, D)
         c = F.silu(temb)
@@ -145,7 +150,7 @@ class PixelDiT(nn.Module):
         if adapter is not None:  # the latent's direct path into the pixel pathway
             s = adapter.inject(len(self.injection_points), s, latent_feats[-1], sigma)
         s = F.silu(s)
-        pix = patches.view(b, gh * gw, 3, p * p).transpose(2, 3)  # (B, N, p^2, 3)
+        pix = patches.view(b, gh * gw, c_in, p * p).transpose(2, 3)  # (B, N, p^2, c_in)
         y = self.pixel_embed(pix) + self.pixel_pos  # (B, N, p^2, d)
         prope = rope_2d(gh, gw, self.cfg.pixel_attn_dim // self.cfg.heads, self.cfg.rope_span, device=x.device)
         for block in self.pixel_blocks:

@@ -31,6 +31,7 @@ from pixdiff.train.loop import OptimConfig
 class PiDTrainConfig:
     net: str = "small"  # pixel DiT preset
     adapter_hidden: int = 128
+    rgb_condition: bool = True  # the adapter's RGB estimate as a per-pixel input (the latent's direct path)
     condition: str = "latent"  # "latent": PiD; "decoded": the source's decoded image (cascade baselines)
     objective: str = "flow"  # "flow" or "l1" (one-step regression)
     scale: int = 4
@@ -80,7 +81,8 @@ class PiDTask:
             from pixdiff.latents.decoded import DecodedSource
             source = DecodedSource(source)
         self.cfg, self.source = cfg, source
-        self.model = PiD(PiDConfig(net=NET_PRESETS[cfg.net], latent_source=source_signature(source), scale=cfg.scale,
+        net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0)
+        self.model = PiD(PiDConfig(net=net, latent_source=source_signature(source), scale=cfg.scale,
                                    adapter_hidden=cfg.adapter_hidden, objective=cfg.objective, shift=cfg.shift))
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
 
