@@ -22,14 +22,15 @@ def run(args) -> int:
 
     import pixdiff
     from pixdiff.latents.registry import NAMES, WEIGHTS_DIR, shipped
-    from pixdiff.train import vae
+    from pixdiff.train import ldm, pid, vae
 
     taef2 = os.environ.get("PIXDIFF_TAEF2")
     info = {
         "pixdiff": pixdiff.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "diffusers": diffusers.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
-        "presets": {"train vae": sorted(vae.TRAIN_PRESETS)},
+        "presets": {"train vae": sorted(vae.TRAIN_PRESETS), "train pid": sorted(pid.TRAIN_PRESETS),
+                    "train ldm": sorted(ldm.TRAIN_PRESETS)},
         "latent_sources": NAMES,
         "weights": {
             "shipped": sorted(p.name for p in WEIGHTS_DIR.iterdir() if shipped(p.name)) if WEIGHTS_DIR.is_dir() else [],

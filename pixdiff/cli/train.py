@@ -13,12 +13,13 @@ def register(sub) -> None:
                        description="Train a model from a preset. Checkpoints are written atomically to OUT/state.pt "
                                    "every few minutes; --resume continues the same run exactly. Release weights "
                                    "(config.json + fp16 safetensors) land in OUT/weights at the end.")
-    p.add_argument("model", choices=["vae", "pid"],
+    p.add_argument("model", choices=["vae", "pid", "ldm"],
                    help="vae: the f8c16 autoencoder; pid: a PiD decoder (presets small = the teacher, small-cascade "
-                        "= diffusion SR on the source's decoded image, small-regression = L1 SR on it)")
+                        "= diffusion SR on the source's decoded image, small-regression = L1 SR on it); ldm: the "
+                        "text-to-image latent generator on the shapes world")
     p.add_argument("--preset", default="small", help="size preset (tiny: tests; small*: 2 CPU cores)")
     p.add_argument("--source", default="vae-f8c16",
-                   help="pid: the latent source whose latents it decodes (vae-f8c16, taef2, a VAE folder)")
+                   help="pid / ldm: the latent source (vae-f8c16, taef2, a VAE folder)")
     p.add_argument("--source-weights", type=Path, help="pid: weights of the source (taef2: or $PIXDIFF_TAEF2)")
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="image folders (default: ../shared/data/photos/train and train-art)")
@@ -36,26 +37,27 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from pixdiff.errors import InputError
-    from pixdiff.train import pid, vae
+    from pixdiff.train import ldm, pid, vae
 
-    presets = {"vae": vae.TRAIN_PRESETS, "pid": pid.TRAIN_PRESETS}[args.model]
+    presets = {"vae": vae.TRAIN_PRESETS, "pid": pid.TRAIN_PRESETS, "ldm": ldm.TRAIN_PRESETS}[args.model]
     if args.preset not in presets:
         raise InputError(f"unknown preset {args.preset!r} for {args.model}; choose from {', '.join(presets)}")
     model_cfg, opt = presets[args.preset]
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v is not None}
     opt = replace(opt, seed=args.seed, bf16=opt.bf16 and not args.no_bf16, **overrides)
-    data = args.data or default_photos("train+train-art")
+    data = [] if args.model == "ldm" else args.data or default_photos("train+train-art")  # ldm: the shapes world
     config = {"model": args.model, "preset": args.preset, "data": [str(d) for d in data],
               "model_config": asdict(model_cfg), "optim": asdict(opt)}
-    if args.model == "pid":
+    if args.model in ("pid", "ldm"):
         config["source"] = args.source
     if args.dry_run:
         emit(args, config, json.dumps(config, indent=2))
         return 0
-    if args.model == "pid":
+    if args.model in ("pid", "ldm"):
         from pixdiff.latents import load_latent_source
 
-        task = pid.PiDTask(model_cfg, load_latent_source(args.source, args.source_weights), data)
+        source = load_latent_source(args.source, args.source_weights)
+        task = pid.PiDTask(model_cfg, source, data) if args.model == "pid" else ldm.LDMTask(model_cfg, source)
     else:
         task = vae.VAETask(model_cfg, data)
     from pixdiff.train.loop import train

@@ -26,7 +26,7 @@ COLOURS = {"red": 0, "yellow": 60, "green": 120, "cyan": 180, "blue": 240, "mage
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 NUMBERS = ("zero", "one", "two", "three", "four")
 RELATIONS = ("to the left of", "to the right of", "above", "below")
-MIN_SIDE, MAX_SIDE, GAP = 18, 40, 6
+MIN_SIDE, MAX_SIDE, GAP = 18 / 128, 40 / 128, 6 / 128  # object sizes and spacing, as fractions of the image side
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,9 @@ def _place(rng: np.random.Generator, n: int, size: int) -> list[tuple[float, flo
     boxes = []
     for _ in range(n):
         for _attempt in range(200):
-            side = rng.uniform(MIN_SIDE, MAX_SIDE)
+            side = rng.uniform(MIN_SIDE, MAX_SIDE) * size
             cx, cy = rng.uniform(side / 2 + 2, size - side / 2 - 2, 2)
-            if all(max(abs(cx - x), abs(cy - y)) > (side + s) / 2 + GAP for x, y, s in boxes):
+            if all(max(abs(cx - x), abs(cy - y)) > (side + s) / 2 + GAP * size for x, y, s in boxes):
                 boxes.append((cx, cy, side))
                 break
         else:
@@ -145,7 +145,7 @@ def random_scene(rng: np.random.Generator, size: int = SIZE, kind: str | None = 
         if kind == "relation":
             a, b = objs
             dx, dy = b.cx - a.cx, b.cy - a.cy
-            if max(abs(dx), abs(dy)) < 12 or 0.6 < abs(dx) / max(abs(dy), 1e-6) < 1.6:
+            if max(abs(dx), abs(dy)) < 12 / 128 * size or 0.6 < abs(dx) / max(abs(dy), 1e-6) < 1.6:
                 continue  # keep the relation unambiguous: clearly more horizontal than vertical, or the reverse
             rel = (RELATIONS[0] if dx > 0 else RELATIONS[1]) if abs(dx) > abs(dy) else \
                 (RELATIONS[2] if dy > 0 else RELATIONS[3])
@@ -210,8 +210,10 @@ def _templates(w: int, h: int) -> dict[str, np.ndarray]:
     return out
 
 
-def segment(image: np.ndarray, min_area: int = 40) -> list[Found]:
-    """Objects in an (H, W, 3) uint8 image: saturated pixels grouped by nearest hue, then connected blobs."""
+def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
+    """Objects in an (H, W, 3) uint8 image: saturated pixels grouped by nearest hue, then connected blobs of at
+    least min_area (a fraction of the image)."""
+    min_area = min_area * image.shape[0] * image.shape[1]
     x = image.astype(np.float32) / 255
     mx, mn = x.max(-1), x.min(-1)
     sat = (mx - mn) / np.maximum(mx, 1e-6)

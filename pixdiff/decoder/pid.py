@@ -23,6 +23,7 @@ from pixdiff.nn.latent_adapter import LatentAdapter
 from pixdiff.nn.pixel_dit import PixelDiT, PixelDiTConfig
 
 KIND = "pid-decoder"
+DEFAULT_STEPS = 25
 
 
 @dataclass
@@ -120,10 +121,12 @@ class PiDDecoder:
                              "one); encode with the source this decoder was trained on")
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int = 25,
+    def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int | None = None,
                sampler: str = "euler", scale: int | None = None, generator: torch.Generator | None = None,
                progress: bool = False) -> torch.Tensor:
-        """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1]."""
+        """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1].
+        steps: sampler steps (default 25); scale: checked against the checkpoint's (None: its own)."""
+        steps = steps or DEFAULT_STEPS
         b = latents.shape[0] if latents.ndim == 4 else 1
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b) if latents.ndim == 4 else \
             torch.as_tensor(sigma, dtype=torch.float32)

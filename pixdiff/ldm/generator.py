@@ -1,0 +1,112 @@
+"""The text-to-image latent generator: sample latents with the flow ODE and classifier-free guidance, then decode
+them with the latent source's own decoder or with PiD (optionally handing PiD a half-denoised latent: `stop_at`).
+
+A release folder holds config.json (kind "ldm": the transformer's diffusers config, the latent source, the image
+size, the text encoder, the shift and the sampling defaults) and model.safetensors.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pixdiff.errors import InputError
+from pixdiff.flow.guidance import classifier_free_guidance
+from pixdiff.flow.schedule import timesteps
+from pixdiff.ldm.zimage import ZImageVelocity
+
+KIND = "ldm"
+
+
+@dataclass
+class GeneratorConfig:
+    transformer: dict = field(default_factory=dict)  # ZImageTransformer2DModel config
+    latent_source: dict = field(default_factory=lambda: {"name": "vae-f8c16", "channels": 16, "factor": 8})
+    size: int = 128  # image side in pixels
+    text_encoder: str = "all-MiniLM-L6-v2"
+    max_tokens: int = 32
+    shift: float = 1.0
+    steps: int = 30
+    cfg: float = 4.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "kind": KIND}
+
+
+class LatentGenerator:
+    def __init__(self, velocity: ZImageVelocity, cfg: GeneratorConfig, name: str = "ldm"):
+        from pixdiff.ldm.text import TextEncoder
+
+        self.velocity, self.cfg, self.name = velocity.eval(), cfg, name
+        self.text = TextEncoder(cfg.max_tokens)
+        self._source = None
+
+    @property
+    def source(self):
+        if self._source is None:
+            from pixdiff.latents import load_latent_source
+            self._source = load_latent_source(self.cfg.latent_source["name"])
+        return self._source
+
+    @torch.no_grad()
+    def sample_latents(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
+                       generator: torch.Generator | None = None, stop_at: int | None = None,
+                       progress: bool = False) -> tuple[torch.Tensor, float]:
+        """Latents (B, C, h, w) and their noise level: 0 after all steps, t_K after `stop_at` = K steps."""
+        steps, cfg = steps or self.cfg.steps, self.cfg.cfg if cfg is None else cfg
+        if stop_at is not None and not 0 < stop_at <= steps:
+            raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
+        src, f = self.cfg.latent_source, self.cfg.latent_source["factor"]
+        n = len(prompts)
+        cond = self.text.encode(prompts)
+        uncond = self.text.encode([""]) * n
+        x = torch.randn(n, src["channels"], self.cfg.size // f, self.cfg.size // f, generator=generator)
+        grid = timesteps(steps, self.cfg.shift)[: (stop_at or steps) + 1]
+
+        v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
+
+        bar = tqdm(total=len(grid) - 1, disable=not progress, desc=f"{self.name}", leave=False)
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            x = x + (t_next - t) * v(x, t.expand(n))  # Euler
+            bar.update(1)
+        bar.close()
+        return x, float(grid[-1])
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
+                 generator: torch.Generator | None = None, decoder=None, stop_at: int | None = None,
+                 decoder_steps: int | None = None, progress: bool = False) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1]: decoded by the latent source, or by a PiD `decoder` (which then also
+        receives half-denoised latents with their noise level when stop_at is given)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if stop_at is not None and decoder is None:
+            raise InputError("--stop-at hands a half-denoised latent to PiD: it needs --decoder pid-...")
+        if decoder is not None and decoder.source["name"] != self.cfg.latent_source["name"]:
+            raise InputError(f"{decoder.name} decodes {decoder.source['name']!r} latents, but {self.name} generates "
+                             f"{self.cfg.latent_source['name']!r} latents")
+        z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress)
+        if decoder is None:
+            return self.source.decode(z).clamp(-1, 1)
+        return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator)
+
+
+def load_generator(name_or_path: str | Path) -> LatentGenerator:
+    from diffusers import ZImageTransformer2DModel
+
+    from pixdiff.latents.registry import shipped
+    from pixdiff.release import load_release
+
+    folder = shipped(str(name_or_path)) or Path(name_or_path)
+    if not folder.exists():
+        raise InputError(f"no generator {str(name_or_path)!r}: not a shipped name and not a folder")
+    config, state = load_release(folder, kind=KIND)
+    cfg = GeneratorConfig(**{k: v for k, v in config.items() if k != "kind"})
+    try:
+        net = ZImageVelocity(ZImageTransformer2DModel.from_config(cfg.transformer))
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except (TypeError, KeyError, RuntimeError, ValueError) as e:
+        raise InputError(f"{folder}: the weights do not match their config.json ({str(e).splitlines()[0]})") from None
+    return LatentGenerator(net, cfg, name=folder.name)
