@@ -1,0 +1,73 @@
+"""The latent generator: Z-Image conventions, text encoder behaviour, generation contract, training signal."""
+import pytest
+import torch
+
+from pixdiff.errors import InputError
+from pixdiff.latents import load_latent_source
+from pixdiff.ldm.generator import load_generator
+from pixdiff.ldm.text import TextEncoder
+from pixdiff.ldm.zimage import ZImageVelocity, build_zimage
+from pixdiff.train.ldm import TRAIN_PRESETS, LDMTask
+from pixdiff.train.loop import train
+
+
+def test_text_encoder_truncates_with_a_warning_and_encodes_the_empty_prompt():
+    te = TextEncoder(max_tokens=6)
+    with pytest.warns(UserWarning, match="1 prompt.* longer than 6 tokens were truncated"):
+        states = te.encode(["two red circles", "one blue square to the left of a yellow triangle"])
+    assert states[0].shape == (5, 384) and states[1].shape == (6, 384)  # CLS two red circles SEP; cut at 6
+    empty = te.encode([""])[0]
+    assert empty.shape == (2, 384)  # CLS SEP: the unconditional input
+
+
+def test_zimage_wrapper_uses_pixdiff_time_and_velocity_conventions():
+    torch.manual_seed(0)
+    net = ZImageVelocity(build_zimage("tiny", 16, 384))
+    x, caps = torch.randn(2, 16, 4, 4), [torch.randn(3, 384), torch.randn(5, 384)]
+    t = torch.tensor([0.2, 0.9])
+    seen = {}
+    net.transformer.t_embedder.register_forward_hook(lambda m, a, o: seen.update(t=a[0].clone()))
+    raw = net.transformer(list(x.unsqueeze(2).unbind(0)), 1 - t, caps, return_dict=False)[0]
+    v = net(x, t, caps)
+    assert torch.allclose(seen["t"], (1 - t) * net.transformer.t_scale)  # Z-Image's clock runs the other way
+    assert torch.allclose(v, -torch.stack(raw).squeeze(2), atol=1e-6)  # and predicts x0 - eps
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+    cfg, opt = TRAIN_PRESETS["tiny"]
+    out = tmp_path_factory.mktemp("ldm")
+    train(LDMTask(cfg, load_latent_source("vae-f8c16")), opt, out, progress=False)
+    return load_generator(out / "weights")
+
+
+def test_generation_contract(tiny_generator):
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    a = tiny_generator.generate(["two red circles", ""], steps=2, generator=g(0))
+    b = tiny_generator.generate(["two red circles", ""], steps=2, generator=g(0))
+    c = tiny_generator.generate(["two red circles", ""], steps=2, generator=g(1))
+    assert a.shape == (2, 3, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+    z, sigma = tiny_generator.sample_latents(["one blue square"], steps=4, generator=g(0), stop_at=2)
+    assert z.shape == (1, 16, 8, 8) and 0 < sigma < 1
+    with pytest.raises(InputError, match="needs --decoder"):
+        tiny_generator.generate(["x"], stop_at=1)
+    with pytest.raises(InputError, match="between 1 and the number of steps"):
+        tiny_generator.sample_latents(["x"], steps=3, stop_at=5)
+
+
+def test_loss_falls_on_one_batch():
+    torch.manual_seed(0)
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    task = LDMTask(cfg, load_latent_source("vae-f8c16"))
+    b = task.batch(8, torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(task.model.parameters(), lr=3e-3)
+
+    def loss():
+        return task.loss(task.model, b, torch.Generator().manual_seed(1))[0]
+
+    start = float(loss().detach())
+    for _ in range(40):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert float(loss().detach()) < 0.7 * start
