@@ -1,0 +1,126 @@
+"""L2P's latent -> pixel transfer: build the pixel student from a latent diffusion transformer.
+
+1. A pixel twin of the source (same config, 3 input channels, patch P = VAE factor x latent patch: same token
+   grid, same RoPE / position-embedding positions).
+2. Copy every tensor whose name and shape match the source (blocks, refiners, time / text embedders, pad tokens);
+   the new pixel patch embedding keeps its (seeded) random initialisation.
+3. Remove the final projection; the last hidden states go, as a token map, to a new Detailer Head over the full
+   noisy image, whose output is the velocity.
+4. Freeze the middle blocks [n, L - n): only the shallow layers, the embedders and the head train.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pixdiff.errors import InputError
+from pixdiff.nn.detailer import DetailerHead
+from pixdiff.transfer.families import FAMILIES, TokenTap, family_of
+
+
+@dataclass
+class TransferReport:
+    family: str
+    patch: int
+    copied: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # source tensors with no place in the student
+    frozen: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)  # counts: copied / new / frozen / trainable
+
+    def summary(self) -> str:
+        p = self.params
+        return (f"L2P transfer ({self.family}, pixel patch {self.patch}): {len(self.copied)} tensors copied "
+                f"({p['copied'] / 1e6:.2f}M params), {len(self.new)} new ({p['new'] / 1e6:.2f}M), {len(self.removed)} "
+                f"source tensors dropped, {len(self.frozen)} frozen ({p['frozen'] / 1e6:.2f}M); trainable "
+                f"{p['trainable'] / 1e6:.2f}M of {p['total'] / 1e6:.2f}M")
+
+
+class PixelStudent(nn.Module):
+    """The transferred transformer + Detailer Head: v(x, t, captions) on images, in pixdiff's convention."""
+
+    def __init__(self, transformer: nn.Module, head: DetailerHead):
+        super().__init__()
+        self.family = family_of(transformer)
+        self.transformer, self.head = transformer, head
+        self.tap: TokenTap = self.family.install_tap(transformer)
+        self.patch = self.family.latent_patch(dict(transformer.config))
+        if head.patch != self.patch:
+            raise InputError(f"the Detailer Head works on a {head.patch}-pixel grid but the transformer's patch is "
+                             f"{self.patch}")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, captions: list[torch.Tensor]) -> torch.Tensor:
+        """x: (B, 3, H, W) noisy image; t: (B,); captions: B tensors (L_i, D_text). Returns (B, 3, H, W)."""
+        b, _, h, w = x.shape
+        gh, gw = h // self.patch, w // self.patch
+        self.family.run(self.transformer, x, t, captions)
+        tokens = self.family.image_tokens(self.tap.tokens, gh * gw)  # (B, N, D)
+        token_map = tokens.transpose(1, 2).reshape(b, -1, gh, gw)  # (B, D, H/P, W/P)
+        self.tap.tokens = None
+        return self.head(x, token_map)
+
+
+def head_channels(patch: int, widest: int = 128) -> tuple[int, ...]:
+    """One pooling stage per factor of 2 in the patch, channels doubling up to `widest` at the bottleneck."""
+    stages = patch.bit_length() - 1
+    if 2**stages != patch:
+        raise InputError(f"the Detailer Head needs a power-of-two patch, got {patch}")
+    return tuple(max(widest // 2 ** (stages - 1 - i), 8) for i in range(stages))
+
+
+def freeze_middle(student: PixelStudent, n_train: int) -> list[str]:
+    """Freeze blocks [n, L - n) of the transformer; returns the frozen parameter names."""
+    blocks = student.family.blocks(student.transformer)
+    if not 0 <= n_train <= len(blocks) // 2:
+        raise InputError(f"n = {n_train} shallow blocks at each end, but the model has {len(blocks)} blocks")
+    frozen = []
+    for i in range(n_train, len(blocks) - n_train):
+        for name, p in blocks[i].named_parameters():
+            p.requires_grad_(False)
+            frozen.append(f"block {i}: {name}")
+    return frozen
+
+
+def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, head_widest: int = 128,
+             patch: int | None = None) -> tuple[PixelStudent, TransferReport]:
+    """Build the pixel student of a latent transformer `source` (a diffusers model of a known family).
+    patch: the student's pixel patch, if you must name it; it has to be vae_factor x the source's latent patch."""
+    fam = family_of(source)
+    cfg = dict(source.config)
+    want = vae_factor * fam.latent_patch(cfg)
+    if patch is not None and patch != want:
+        raise InputError(f"a student patch of {patch} does not match the source: VAE factor {vae_factor} x latent "
+                         f"patch {fam.latent_patch(cfg)} = {want} (anything else changes the token grid)")
+    patch = want
+    torch.manual_seed(seed)  # the new tensors' initialisation is part of the recipe
+    pixel = type(source).from_config(fam.pixel_config(cfg, patch))
+    src_sd, report = source.state_dict(), TransferReport(fam.name, patch)
+    final = fam.final_key(pixel)
+    with torch.no_grad():
+        for name, t in pixel.state_dict().items():
+            if name.startswith(final + "."):
+                continue  # the final projection is removed below
+            if name in src_sd and src_sd[name].shape == t.shape:
+                t.copy_(src_sd[name])
+                report.copied.append(name)
+            else:
+                report.new.append(name)
+    copied = set(report.copied)
+    report.removed = [n for n in src_sd if n not in copied]
+    head = DetailerHead(cfg.get("dim") or pixel.config.num_attention_heads * pixel.config.attention_head_dim,
+                        head_channels(patch, head_widest))
+    student = PixelStudent(pixel, head)
+    report.new += [f"head.{n}" for n, _ in head.named_parameters()]
+    report.frozen = freeze_middle(student, n_train)
+    sd = student.state_dict()
+    count = lambda names: sum(sd[n if n.startswith("head.") else f"transformer.{n}"].numel() for n in names)  # noqa
+    report.params = {"copied": count(report.copied), "new": count(report.new),
+                     "frozen": sum(p.numel() for p in student.parameters() if not p.requires_grad),
+                     "trainable": sum(p.numel() for p in student.parameters() if p.requires_grad),
+                     "total": sum(p.numel() for p in student.parameters())}
+    return student, report
+
+
+__all__ = ["FAMILIES", "PixelStudent", "TransferReport", "transfer", "freeze_middle", "head_channels"]
