@@ -1,0 +1,84 @@
+"""L2P transfer on tiny random configs of two diffusers families: what is copied, new, dropped and frozen."""
+import pytest
+import torch
+from diffusers import SD3Transformer2DModel
+
+from pixdiff.errors import InputError
+from pixdiff.ldm.zimage import build_zimage
+from pixdiff.nn.detailer import DetailerHead
+from pixdiff.transfer.student import head_channels, transfer
+
+
+def zimage():
+    torch.manual_seed(0)
+    return build_zimage("tiny", 16, 384)
+
+
+def sd3():
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, num_layers=4, attention_head_dim=8,
+                                 num_attention_heads=2, joint_attention_dim=384, caption_projection_dim=16,
+                                 pooled_projection_dim=384, out_channels=16, pos_embed_max_size=16)
+
+
+@pytest.mark.parametrize("make,n_blocks_attr,embed,final", [
+    (zimage, "layers", "all_x_embedder.16-1.", "all_final_layer.2-1."),
+    (sd3, "transformer_blocks", "pos_embed.proj.weight", "proj_out."),
+])
+def test_copied_tensors_are_identical_and_only_the_patch_embedding_and_head_are_new(make, n_blocks_attr, embed, final):
+    src = make()
+    student, rep = transfer(src, vae_factor=8, n_train=1)
+    assert rep.patch == 16
+    src_sd, st_sd = src.state_dict(), student.transformer.state_dict()
+    assert rep.copied and all(torch.equal(src_sd[n], st_sd[n]) for n in rep.copied)
+    new_in_transformer = [n for n in rep.new if not n.startswith("head.")]
+    assert new_in_transformer and all(n.startswith(embed) for n in new_in_transformer)
+    assert any(n.startswith(final) for n in rep.removed)  # the final projection is gone
+    blocks = getattr(student.transformer, n_blocks_attr)
+    for i, block in enumerate(blocks):
+        trainable = all(p.requires_grad for p in block.parameters())
+        assert trainable == (i < 1 or i >= len(blocks) - 1)  # middle blocks frozen
+    assert rep.params["trainable"] + rep.params["frozen"] == rep.params["total"]
+    assert "tensors copied" in rep.summary()
+
+
+@pytest.mark.parametrize("make", [zimage, sd3])
+def test_student_keeps_the_token_grid_and_starts_at_zero_velocity(make):
+    student, _ = transfer(make(), vae_factor=8, n_train=1)
+    x = torch.randn(2, 3, 64, 64)
+    seen = {}
+    student.head.fuse.register_forward_hook(lambda m, a, o: seen.update(grid=a[0].shape[-2:]))
+    v = student(x, torch.tensor([0.3, 0.8]), [torch.randn(3, 384), torch.randn(5, 384)])
+    assert v.shape == x.shape and float(v.detach().abs().max()) == 0  # zero-initialised head output
+    assert tuple(seen["grid"]) == (4, 4)  # 64 px / 16 = the source's 32 / 8 latent cells / 2 per token
+
+
+def test_gradients_reach_shallow_blocks_but_not_frozen_ones():
+    student, _ = transfer(sd3(), vae_factor=8, n_train=1)
+    torch.nn.init.normal_(student.head.out.weight, std=0.1)
+    v = student(torch.randn(1, 3, 32, 32), torch.tensor([0.5]), [torch.randn(2, 384)])
+    v.square().mean().backward()
+    blocks = student.transformer.transformer_blocks
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in blocks[0].parameters())
+    assert all(p.grad is None for p in blocks[1].parameters())
+
+
+def test_unsupported_family_and_mismatched_patch_are_refused():
+    class Other(torch.nn.Module):
+        pass
+
+    with pytest.raises(InputError, match="does not know the Other family"):
+        transfer(Other(), vae_factor=8, n_train=1)
+    with pytest.raises(InputError, match="patch of 8 does not match the source: VAE factor 8 x latent patch 2 = 16"):
+        transfer(zimage(), vae_factor=8, n_train=1, patch=8)
+    with pytest.raises(InputError, match="n = 3 shallow blocks"):
+        transfer(zimage(), vae_factor=8, n_train=3)
+
+
+def test_head_channels_and_detailer_shapes():
+    assert head_channels(16) == (16, 32, 64, 128) and head_channels(32) == (8, 16, 32, 64, 128)
+    with pytest.raises(InputError, match="power-of-two"):
+        head_channels(24)
+    head = DetailerHead(12, (8, 16))
+    assert head.patch == 4
+    assert head(torch.randn(1, 3, 16, 16), torch.randn(1, 12, 4, 4)).shape == (1, 3, 16, 16)
