@@ -65,3 +65,10 @@ def test_check_accepts_tensors():
     s = scenes(1, seed=4)[0]
     x = torch.from_numpy(render(s).copy()).permute(2, 0, 1).float() / 127.5 - 1
     assert check(x, s.caption)["ok"]
+
+
+def test_plurals_read_naturally():
+    from pixdiff.data.shapes import count_phrase
+
+    assert count_phrase(2, "red", "cross") == "two red crosses" and count_phrase(1, "red", "cross") == "one red cross"
+    assert parse("three blue crosses").counts == {("blue", "cross"): 3}

@@ -13,16 +13,20 @@ def register(sub) -> None:
                        description="Train a model from a preset. Checkpoints are written atomically to OUT/state.pt "
                                    "every few minutes; --resume continues the same run exactly. Release weights "
                                    "(config.json + fp16 safetensors) land in OUT/weights at the end.")
-    p.add_argument("model", choices=["vae", "pid", "ldm"],
+    p.add_argument("model", choices=["vae", "pid", "ldm", "l2p"],
                    help="vae: the f8c16 autoencoder; pid: a PiD decoder (presets small = the teacher, small-cascade "
                         "= diffusion SR on the source's decoded image, small-regression = L1 SR on it); ldm: the "
-                        "text-to-image latent generator on the shapes world")
+                        "text-to-image latent generator on the shapes world; l2p: a pixel student from `pixdiff transfer` "
+                        "(--init) on a synthetic set (--data DIR, or --data shapes for rendered scenes)")
     p.add_argument("--preset", default="small", help="size preset (tiny: tests; small*: 2 CPU cores)")
     p.add_argument("--source", default="vae-f8c16",
                    help="pid / ldm: the latent source (vae-f8c16, taef2, a VAE folder)")
     p.add_argument("--source-weights", type=Path, help="pid: weights of the source (taef2: or $PIXDIFF_TAEF2)")
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="image folders (default: ../shared/data/photos/train and train-art)")
+    p.add_argument("--init", type=Path, help="l2p: the untrained student written by `pixdiff transfer`")
+    p.add_argument("--full-finetune", action="store_true", help="l2p: train the middle blocks too (ablation)")
+    p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
@@ -37,19 +41,26 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from pixdiff.errors import InputError
-    from pixdiff.train import ldm, pid, vae
+    from pixdiff.train import l2p, ldm, pid, vae
 
-    presets = {"vae": vae.TRAIN_PRESETS, "pid": pid.TRAIN_PRESETS, "ldm": ldm.TRAIN_PRESETS}[args.model]
+    presets = {"vae": vae.TRAIN_PRESETS, "pid": pid.TRAIN_PRESETS, "ldm": ldm.TRAIN_PRESETS,
+               "l2p": l2p.TRAIN_PRESETS}[args.model]
     if args.preset not in presets:
         raise InputError(f"unknown preset {args.preset!r} for {args.model}; choose from {', '.join(presets)}")
     model_cfg, opt = presets[args.preset]
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v is not None}
     opt = replace(opt, seed=args.seed, bf16=opt.bf16 and not args.no_bf16, **overrides)
+    if args.model == "l2p":
+        if not args.init or not args.data or len(args.data) != 1:
+            raise InputError("train l2p needs --init STUDENT (from `pixdiff transfer`) and --data SYNTH_DIR (or shapes)")
+        model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0)
     data = [] if args.model == "ldm" else args.data or default_photos("train+train-art")  # ldm: the shapes world
     config = {"model": args.model, "preset": args.preset, "data": [str(d) for d in data],
               "model_config": asdict(model_cfg), "optim": asdict(opt)}
     if args.model in ("pid", "ldm"):
         config["source"] = args.source
+    if args.model == "l2p":
+        config["init"] = str(args.init)
     if args.dry_run:
         emit(args, config, json.dumps(config, indent=2))
         return 0
@@ -58,6 +69,8 @@ def run(args) -> int:
 
         source = load_latent_source(args.source, args.source_weights)
         task = pid.PiDTask(model_cfg, source, data) if args.model == "pid" else ldm.LDMTask(model_cfg, source)
+    elif args.model == "l2p":
+        task = l2p.L2PTask(model_cfg, args.init, data[0])
     else:
         task = vae.VAETask(model_cfg, data)
     from pixdiff.train.loop import train

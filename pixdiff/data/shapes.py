@@ -116,8 +116,12 @@ def _place(rng: np.random.Generator, n: int, size: int) -> list[tuple[float, flo
     return boxes
 
 
+def plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith("s") else "s")
+
+
 def count_phrase(n: int, colour: str, shape: str) -> str:
-    return f"{NUMBERS[n]} {colour} {shape}{'s' if n != 1 else ''}"
+    return f"{NUMBERS[n]} {colour} {shape if n == 1 else plural(shape)}"
 
 
 def random_scene(rng: np.random.Generator, size: int = SIZE, kind: str | None = None) -> Scene:
@@ -157,7 +161,7 @@ def random_scene(rng: np.random.Generator, size: int = SIZE, kind: str | None = 
 
 # ---- the checker -------------------------------------------------------------------------------------------------
 
-_COUNT = re.compile(rf"^(?:(?P<n>{'|'.join(NUMBERS)}|a|an) )(?P<c>{'|'.join(COLOURS)}) (?P<s>{'|'.join(SHAPES)})s?$")
+_COUNT = re.compile(rf"^(?:(?P<n>{'|'.join(NUMBERS)}|a|an) )(?P<c>{'|'.join(COLOURS)}) (?P<s>{'|'.join(SHAPES)})(?:s|es)?$")
 
 
 @dataclass

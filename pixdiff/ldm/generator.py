@@ -1,8 +1,11 @@
-"""The text-to-image latent generator: sample latents with the flow ODE and classifier-free guidance, then decode
-them with the latent source's own decoder or with PiD (optionally handing PiD a half-denoised latent: `stop_at`).
+"""Text-to-image generators: sample with the flow ODE and classifier-free guidance.
 
-A release folder holds config.json (kind "ldm": the transformer's diffusers config, the latent source, the image
-size, the text encoder, the shift and the sampling defaults) and model.safetensors.
+kind "ldm": the latent generator; its latents are decoded by the latent source's own decoder or by PiD (optionally
+handing PiD a half-denoised latent: `stop_at`). kind "l2p": an L2P pixel student, which samples pixels directly.
+
+A release folder holds config.json (kind, the transformer's diffusers config, the latent source, the image size,
+the text encoder, the shift and the sampling defaults; for l2p also the family, head and frozen blocks) and
+model.safetensors.
 """
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ from pixdiff.flow.guidance import classifier_free_guidance
 from pixdiff.flow.schedule import timesteps
 from pixdiff.ldm.zimage import ZImageVelocity
 
-KIND = "ldm"
+KINDS = ("ldm", "l2p")
 
 
 @dataclass
 class GeneratorConfig:
-    transformer: dict = field(default_factory=dict)  # ZImageTransformer2DModel config
+    kind: str = "ldm"
+    transformer: dict = field(default_factory=dict)  # the diffusers config of its transformer
     latent_source: dict = field(default_factory=lambda: {"name": "vae-f8c16", "channels": 16, "factor": 8})
     size: int = 128  # image side in pixels
     text_encoder: str = "all-MiniLM-L6-v2"
@@ -30,13 +34,16 @@ class GeneratorConfig:
     shift: float = 1.0
     steps: int = 30
     cfg: float = 4.0
+    family: str = "ZImageTransformer2DModel"  # l2p: the transformer's class
+    head_channels: list = field(default_factory=list)  # l2p: Detailer Head
+    n_train: int = 0  # l2p: shallow blocks trained at each end
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "kind": KIND}
+        return asdict(self)
 
 
-class LatentGenerator:
-    def __init__(self, velocity: ZImageVelocity, cfg: GeneratorConfig, name: str = "ldm"):
+class Generator:
+    def __init__(self, velocity, cfg: GeneratorConfig, name: str = "ldm"):
         from pixdiff.ldm.text import TextEncoder
 
         self.velocity, self.cfg, self.name = velocity.eval(), cfg, name
@@ -50,11 +57,15 @@ class LatentGenerator:
             self._source = load_latent_source(self.cfg.latent_source["name"])
         return self._source
 
+    @property
+    def pixel(self) -> bool:
+        return self.cfg.kind == "l2p"
+
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
                        generator: torch.Generator | None = None, stop_at: int | None = None,
                        progress: bool = False) -> tuple[torch.Tensor, float]:
-        """Latents (B, C, h, w) and their noise level: 0 after all steps, t_K after `stop_at` = K steps."""
+        """Samples (B, C, h, w) (images for l2p) and their noise level: 0 after all steps, t_K after K = stop_at."""
         steps, cfg = steps or self.cfg.steps, self.cfg.cfg if cfg is None else cfg
         if stop_at is not None and not 0 < stop_at <= steps:
             raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
@@ -62,7 +73,8 @@ class LatentGenerator:
         n = len(prompts)
         cond = self.text.encode(prompts)
         uncond = self.text.encode([""]) * n
-        x = torch.randn(n, src["channels"], self.cfg.size // f, self.cfg.size // f, generator=generator)
+        c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // f)
+        x = torch.randn(n, c, side, side, generator=generator)
         grid = timesteps(steps, self.cfg.shift)[: (stop_at or steps) + 1]
 
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
@@ -82,6 +94,10 @@ class LatentGenerator:
         receives half-denoised latents with their noise level when stop_at is given)."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        if self.pixel:
+            if decoder is not None or stop_at is not None:
+                raise InputError(f"{self.name} generates pixels directly: it takes no decoder and no --stop-at")
+            return self.sample_latents(prompts, steps, cfg, generator, None, progress)[0].clamp(-1, 1)
         if stop_at is not None and decoder is None:
             raise InputError("--stop-at hands a half-denoised latent to PiD: it needs --decoder pid-...")
         if decoder is not None and decoder.source["name"] != self.cfg.latent_source["name"]:
@@ -93,20 +109,31 @@ class LatentGenerator:
         return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator)
 
 
-def load_generator(name_or_path: str | Path) -> LatentGenerator:
+def build_network(cfg: GeneratorConfig):
+    """The (untrained) network a generator config describes."""
+    if cfg.kind == "l2p":
+        from pixdiff.transfer.student import build_student
+        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train)
     from diffusers import ZImageTransformer2DModel
+    return ZImageVelocity(ZImageTransformer2DModel.from_config(cfg.transformer))
 
+
+def load_generator(name_or_path: str | Path) -> Generator:
+    """A generator by shipped name (ldm-shapes, l2p-shapes) or release folder."""
     from pixdiff.latents.registry import shipped
     from pixdiff.release import load_release
 
     folder = shipped(str(name_or_path)) or Path(name_or_path)
     if not folder.exists():
         raise InputError(f"no generator {str(name_or_path)!r}: not a shipped name and not a folder")
-    config, state = load_release(folder, kind=KIND)
-    cfg = GeneratorConfig(**{k: v for k, v in config.items() if k != "kind"})
+    config, state = load_release(folder)
+    if config.get("kind") not in KINDS:
+        raise InputError(f"{folder} holds a {config.get('kind', 'unknown kind of')} model, not a generator "
+                         f"({' or '.join(KINDS)})")
     try:
-        net = ZImageVelocity(ZImageTransformer2DModel.from_config(cfg.transformer))
+        cfg = GeneratorConfig(**config)
+        net = build_network(cfg)
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise InputError(f"{folder}: the weights do not match their config.json ({str(e).splitlines()[0]})") from None
-    return LatentGenerator(net, cfg, name=folder.name)
+    return Generator(net, cfg, name=folder.name)

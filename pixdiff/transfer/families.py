@@ -38,6 +38,9 @@ class ZImageFamily:
     def pixel_config(self, cfg: dict, patch: int) -> dict:
         return {**cfg, "in_channels": 3, "all_patch_size": [patch]}
 
+    def token_dim(self, cfg: dict) -> int:
+        return int(cfg["dim"])
+
     def blocks(self, model) -> nn.ModuleList:
         return model.layers
 
@@ -71,6 +74,9 @@ class SD3Family:
     def pixel_config(self, cfg: dict, patch: int) -> dict:
         f = patch // int(cfg["patch_size"])
         return {**cfg, "in_channels": 3, "out_channels": 3, "patch_size": patch, "sample_size": cfg["sample_size"] * f}
+
+    def token_dim(self, cfg: dict) -> int:
+        return int(cfg["num_attention_heads"] * cfg["attention_head_dim"])
 
     def blocks(self, model) -> nn.ModuleList:
         return model.transformer_blocks

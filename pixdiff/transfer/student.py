@@ -109,8 +109,7 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
                 report.new.append(name)
     copied = set(report.copied)
     report.removed = [n for n in src_sd if n not in copied]
-    head = DetailerHead(cfg.get("dim") or pixel.config.num_attention_heads * pixel.config.attention_head_dim,
-                        head_channels(patch, head_widest))
+    head = DetailerHead(fam.token_dim(cfg), head_channels(patch, head_widest))
     student = PixelStudent(pixel, head)
     report.new += [f"head.{n}" for n, _ in head.named_parameters()]
     report.frozen = freeze_middle(student, n_train)
@@ -123,4 +122,16 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     return student, report
 
 
-__all__ = ["FAMILIES", "PixelStudent", "TransferReport", "transfer", "freeze_middle", "head_channels"]
+def build_student(family: str, transformer_config: dict, channels, n_train: int) -> PixelStudent:
+    """An (untrained) student with the architecture a release records; load its weights next."""
+    import diffusers
+
+    if family not in FAMILIES:
+        raise InputError(f"unknown transformer family {family!r}; pixdiff maps {', '.join(FAMILIES)}")
+    transformer = getattr(diffusers, family).from_config(transformer_config)
+    student = PixelStudent(transformer, DetailerHead(FAMILIES[family].token_dim(transformer_config), tuple(channels)))
+    freeze_middle(student, n_train)
+    return student
+
+
+__all__ = ["FAMILIES", "PixelStudent", "TransferReport", "transfer", "freeze_middle", "head_channels", "build_student"]

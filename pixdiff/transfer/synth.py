@@ -1,0 +1,112 @@
+"""L2P's synthetic data engine, in miniature: a hierarchical prompt taxonomy built by code (in place of the paper's
+LLM), prompt filtering, and the source model rendering about two images per prompt through its own VAE decoder.
+No real image is used from here on.
+
+Taxonomy: category -> subcategory -> leaf prompts, e.g.
+    counting    -> circle           -> "three red circles", ...
+    composition -> circle + square  -> "one blue circle and two green squares", ...
+    relation    -> to the left of   -> "a red circle to the left of a yellow triangle", ...
+
+The set is a folder of PNGs plus `captions.jsonl` (one line per image: file, prompt, taxonomy path, seed).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pixdiff.data.images import load_image, save_image, to_float
+from pixdiff.data.shapes import COLOURS, RELATIONS, SHAPES, count_phrase, parse
+from pixdiff.errors import InputError
+
+CAPTIONS = "captions.jsonl"
+
+
+def taxonomy() -> dict[str, dict[str, list[str]]]:
+    """category -> subcategory -> leaf prompts (every prompt this world can state, before filtering)."""
+    counting = {s: [count_phrase(n, c, s) for n in range(1, 5) for c in COLOURS] for s in SHAPES}
+    composition = {}
+    for s1, s2 in itertools.combinations_with_replacement(SHAPES, 2):
+        composition[f"{s1} + {s2}"] = [
+            f"{count_phrase(n1, c1, s1)} and {count_phrase(n2, c2, s2)}"
+            for n1, n2 in [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3)] for c1 in COLOURS for c2 in COLOURS
+            if (c1, s1) != (c2, s2)]
+    relation = {r: [f"a {c1} {s1} {r} a {c2} {s2}" for c1, s1, c2, s2 in
+                    itertools.product(COLOURS, SHAPES, COLOURS, SHAPES) if (c1, s1) != (c2, s2)] for r in RELATIONS}
+    return {"counting": counting, "composition": composition, "relation": relation}
+
+
+def keep_prompt(prompt: str, max_objects: int = 4) -> bool:
+    """Prompt filtering: the checker must read it, and the scene it asks for must fit the canvas."""
+    try:
+        req = parse(prompt)
+    except ValueError:
+        return False
+    return 0 < sum(req.counts.values()) <= max_objects
+
+
+def sample_prompts(n: int, seed: int = 0, exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """n (prompt, taxonomy path) pairs: categories drawn evenly, then a subcategory, then a leaf; filtered,
+    without repeats, and never one of `exclude` (held-out evaluation prompts)."""
+    tax = taxonomy()
+    rng = np.random.default_rng(seed)
+    out, seen, tries = [], set(exclude), 0
+    cats = sorted(tax)
+    while len(out) < n:
+        tries += 1
+        if tries > 100 * n:
+            raise InputError(f"could not draw {n} distinct prompts from the taxonomy")
+        cat = cats[len(out) % len(cats)]
+        sub = sorted(tax[cat])[rng.integers(len(tax[cat]))]
+        leaf = tax[cat][sub][rng.integers(len(tax[cat][sub]))]
+        if leaf in seen or not keep_prompt(leaf):
+            continue
+        seen.add(leaf)
+        out.append((leaf, f"{cat}/{sub}"))
+    return out
+
+
+@torch.no_grad()
+def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, seed: int = 0, batch: int = 16,
+               exclude: set[str] = frozenset(), progress: bool = True) -> dict:
+    """Render per_prompt images for each of n_prompts prompts with `generator` (through its own decoder)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, path, k) for p, path in sample_prompts(n_prompts, seed, exclude) for k in range(per_prompt)]
+    g = torch.Generator().manual_seed(seed)
+    lines = []
+    for i in tqdm(range(0, len(jobs), batch), desc="synth", disable=not progress):
+        chunk = jobs[i : i + batch]
+        images = generator.generate([p for p, _, _ in chunk], generator=g)
+        for j, ((prompt, path, k), im) in enumerate(zip(chunk, images)):
+            name = f"{i + j:06d}.png"
+            save_image(im, out / name)
+            lines.append({"file": name, "prompt": prompt, "taxonomy": path, "index": k})
+    (out / CAPTIONS).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return {"images": len(lines), "prompts": n_prompts, "folder": str(out), "source": generator.name}
+
+
+class SynthSet:
+    """A synthetic set on disk: (images (N, 3, H, W) in [-1, 1], prompts), loaded once."""
+
+    def __init__(self, folder: str | Path, limit: int | None = None):
+        folder = Path(folder)
+        if not (folder / CAPTIONS).exists():
+            raise InputError(f"{folder}: no {CAPTIONS} (make a synthetic set with `pixdiff synth`)")
+        rows = [json.loads(line) for line in (folder / CAPTIONS).read_text().splitlines() if line.strip()]
+        rows = rows[:limit] if limit else rows
+        if not rows:
+            raise InputError(f"{folder}: the synthetic set is empty")
+        self.prompts = [r["prompt"] for r in rows]
+        self.images = torch.stack([to_float(load_image(folder / r["file"]).pixels) for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def sample(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        idx = torch.randint(len(self), (n,), generator=g)
+        return self.images[idx], [self.prompts[i] for i in idx.tolist()]
