@@ -7,7 +7,7 @@ from PIL import Image
 
 from pixdiff.cli.main import build_parser, main
 
-COMMANDS = ["info", "roundtrip", "train", "upscale", "encode", "decode", "demo"]
+COMMANDS = ["info", "roundtrip", "train", "upscale", "encode", "decode", "generate", "transfer", "synth", "demo"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

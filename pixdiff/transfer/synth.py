@@ -33,7 +33,7 @@ def taxonomy() -> dict[str, dict[str, list[str]]]:
     for s1, s2 in itertools.combinations_with_replacement(SHAPES, 2):
         composition[f"{s1} + {s2}"] = [
             f"{count_phrase(n1, c1, s1)} and {count_phrase(n2, c2, s2)}"
-            for n1, n2 in [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3)] for c1 in COLOURS for c2 in COLOURS
+            for n1, n2 in [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3), (2, 3)] for c1 in COLOURS for c2 in COLOURS
             if (c1, s1) != (c2, s2)]
     relation = {r: [f"a {c1} {s1} {r} a {c2} {s2}" for c1, s1, c2, s2 in
                     itertools.product(COLOURS, SHAPES, COLOURS, SHAPES) if (c1, s1) != (c2, s2)] for r in RELATIONS}

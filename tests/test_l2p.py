@@ -1,0 +1,64 @@
+"""L2P end to end on tiny models: taxonomy and filtering, the synthetic set, transfer / train / generate CLI."""
+import json
+
+import pytest
+import torch
+
+from pixdiff.cli.main import main
+from pixdiff.data.shapes import parse
+from pixdiff.errors import InputError
+from pixdiff.ldm.generator import load_generator
+from pixdiff.transfer.synth import SynthSet, keep_prompt, sample_prompts, taxonomy
+
+
+def test_taxonomy_is_hierarchical_and_filtering_removes_overfull_scenes():
+    tax = taxonomy()
+    assert set(tax) == {"counting", "composition", "relation"}
+    leaves = [p for cat in tax.values() for sub in cat.values() for p in sub]
+    assert len(leaves) > 1000 and all(parse(p) for p in leaves)
+    too_many = [p for p in leaves if sum(parse(p).counts.values()) > 4]
+    assert too_many and not any(keep_prompt(p) for p in too_many)
+    held_out = {p for p, _ in sample_prompts(20, seed=99)}
+    drawn = sample_prompts(300, seed=0, exclude=held_out)
+    prompts = [p for p, _ in drawn]
+    assert len(set(prompts)) == 300 and not held_out & set(prompts) and all(keep_prompt(p) for p in prompts)
+    assert {path.split("/")[0] for _, path in drawn} == set(tax)  # every category is drawn
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("l2p")
+    assert main(["train", "ldm", "--preset", "tiny", "--out", str(root / "ldm"), "--no-progress"]) == 0
+    return root
+
+
+def test_synth_transfer_train_generate(chain, capsys):
+    root = chain
+    assert main(["synth", "--teacher", str(root / "ldm" / "weights"), "--n", "5", "--out", str(root / "synth")]) == 0
+    rows = [json.loads(x) for x in (root / "synth" / "captions.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all((root / "synth" / r["file"]).exists() for r in rows)
+    assert len(SynthSet(root / "synth")) == 10 and len(SynthSet(root / "synth", limit=4)) == 4
+    capsys.readouterr()
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "student"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["family"] == "z-image" and rep["patch"] == 16 and rep["copied"] and rep["n_train"] == 1
+    assert json.loads((root / "student" / "transfer_report.json").read_text())["new"] == rep["new"]
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
+                 "--out", str(root / "l2p"), "--no-progress"]) == 0
+    gen = load_generator(root / "l2p" / "weights")
+    assert gen.pixel
+    im = gen.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0))
+    assert im.shape == (1, 3, 64, 64)
+    with pytest.raises(InputError, match="generates pixels directly"):
+        gen.generate(["two red circles"], steps=2, stop_at=1)
+
+
+def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "vae"}))
+    assert main(["transfer", "--source", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "neither a pixdiff generator" in capsys.readouterr().err
+    assert main(["train", "l2p", "--preset", "tiny", "--out", str(tmp_path / "o")]) == 2
+    assert "needs --init STUDENT" in capsys.readouterr().err
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(chain / "ldm" / "weights"), "--data", "shapes",
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "is not an L2P student" in capsys.readouterr().err
