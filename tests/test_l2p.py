@@ -37,6 +37,8 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert main(["synth", "--teacher", str(root / "ldm" / "weights"), "--n", "5", "--out", str(root / "synth")]) == 0
     rows = [json.loads(x) for x in (root / "synth" / "captions.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all((root / "synth" / r["file"]).exists() for r in rows)
+    from pixdiff.transfer.synth import MAX_HELDOUT, heldout_prompts
+    assert not {r["prompt"] for r in rows} & set(heldout_prompts(MAX_HELDOUT))
     assert len(SynthSet(root / "synth")) == 10 and len(SynthSet(root / "synth", limit=4)) == 4
     capsys.readouterr()
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "student"), "--json"]) == 0
@@ -51,6 +53,14 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert im.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="generates pixels directly"):
         gen.generate(["two red circles"], steps=2, stop_at=1)
+    capsys.readouterr()
+    js = root / "eval.json"
+    assert main(["eval", "l2p", "--source", str(root / "ldm" / "weights"), "--student", str(root / "l2p" / "weights"),
+                 "--prompts", "6", "--per-prompt", "2", "--steps", "2", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    st = r["students"]["weights"]
+    assert r["source"]["n"] == 12 and 0 <= st["accuracy"] <= 1 and "retention" in st
+    assert "| weights |" in capsys.readouterr().out
 
 
 def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):
@@ -62,3 +72,13 @@ def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(chain / "ldm" / "weights"), "--data", "shapes",
                  "--out", str(tmp_path / "o2")]) == 2
     assert "is not an L2P student" in capsys.readouterr().err
+
+
+def test_heldout_prompts_are_a_stable_prefix_and_never_synthesized():
+    from pixdiff.transfer.synth import MAX_HELDOUT, heldout_prompts
+
+    assert heldout_prompts(10) == heldout_prompts(50)[:10]
+    held = set(heldout_prompts(MAX_HELDOUT))
+    assert len(held) == MAX_HELDOUT
+    with pytest.raises(InputError, match="at most 200"):
+        heldout_prompts(201)

@@ -24,6 +24,7 @@ from pixdiff.data.shapes import COLOURS, RELATIONS, SHAPES, count_phrase, parse
 from pixdiff.errors import InputError
 
 CAPTIONS = "captions.jsonl"
+HELDOUT_SEED, MAX_HELDOUT = 1234, 200
 
 
 def taxonomy() -> dict[str, dict[str, list[str]]]:
@@ -70,12 +71,21 @@ def sample_prompts(n: int, seed: int = 0, exclude: set[str] = frozenset()) -> li
     return out
 
 
+def heldout_prompts(n: int = 60) -> list[str]:
+    """The evaluation prompts (`pixdiff eval l2p`): drawn with their own seed; a prefix of the same list for any
+    n <= 200, and never part of a synthetic set."""
+    if n > MAX_HELDOUT:
+        raise InputError(f"at most {MAX_HELDOUT} held-out prompts, asked for {n}")
+    return [p for p, _ in sample_prompts(n, seed=HELDOUT_SEED)]
+
+
 @torch.no_grad()
 def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, seed: int = 0, batch: int = 16,
-               exclude: set[str] = frozenset(), progress: bool = True) -> dict:
+               progress: bool = True) -> dict:
     """Render per_prompt images for each of n_prompts prompts with `generator` (through its own decoder)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    exclude = set(heldout_prompts(MAX_HELDOUT))
     jobs = [(p, path, k) for p, path in sample_prompts(n_prompts, seed, exclude) for k in range(per_prompt)]
     g = torch.Generator().manual_seed(seed)
     lines = []

@@ -1,0 +1,70 @@
+"""`pixdiff eval l2p`: GenEval-lite of the source generator and its L2P students on the same held-out prompts and
+seeds, the retention ratio (student accuracy / source accuracy; the L2P paper keeps 93% on GenEval), and the
+Frechet distance between each student's samples and the source's."""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from pixdiff.data.shapes import check
+from pixdiff.eval.metrics import frechet_distance
+from pixdiff.transfer.synth import heldout_prompts
+
+
+@torch.no_grad()
+def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None, batch: int = 16,
+               progress: bool = True) -> torch.Tensor:
+    """per_prompt images for every prompt, (len(prompts) * per_prompt, 3, H, W); image k of prompt i is seeded by
+    (seed, k) so every generator sees the same noise seeds."""
+    jobs = [(p, k) for k in range(per_prompt) for p in prompts]
+    out = []
+    for i in tqdm(range(0, len(jobs), batch), desc=generator.name, disable=not progress, leave=False):
+        chunk = jobs[i : i + batch]
+        g = torch.Generator().manual_seed(seed * 100003 + i)
+        out.append(generator.generate([p for p, _ in chunk], steps=steps, cfg=cfg, generator=g))
+    return torch.cat(out)
+
+
+def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> dict:
+    jobs = [p for _ in range(per_prompt) for p in prompts]
+    ok = [check(im, p)["ok"] for im, p in zip(images, jobs)]
+    by_cat: dict[str, list[bool]] = {}
+    for p, o in zip(jobs, ok):
+        cat = "relation" if any(r in p for r in (" left of ", " right of ", " above ", " below ")) else \
+            "composition" if " and " in p else "counting"
+        by_cat.setdefault(cat, []).append(o)
+    return {"accuracy": round(sum(ok) / len(ok), 4),
+            "by_category": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_cat.items())}, "n": len(ok)}
+
+
+def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0, steps=None,
+                 cfg=None, features=None, progress: bool = True) -> dict:
+    prompts = heldout_prompts(n_prompts)
+    ref = sample_all(source, prompts, per_prompt, seed, steps, cfg, progress=progress)
+    result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
+              "source": {"name": source.name, **geneval_lite(ref, prompts, per_prompt)}, "students": {}}
+    samples = {source.name: ref}
+    ref_feats = features(ref) if features is not None else None
+    for st in students:
+        ims = sample_all(st, prompts, per_prompt, seed, steps, cfg, progress=progress)
+        samples[st.name] = ims
+        r = geneval_lite(ims, prompts, per_prompt)
+        r["retention"] = round(r["accuracy"] / max(result["source"]["accuracy"], 1e-9), 4)
+        if features is not None:
+            r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
+        result["students"][st.name] = r
+    result["samples"] = samples
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    cats = list(result["source"]["by_category"])
+    head = "| model | GenEval-lite | " + " | ".join(cats) + " | retention | Frechet to source |"
+    lines = [head, "|---" * (len(cats) + 4) + "|"]
+    s = result["source"]
+    lines.append(f"| {s['name']} (source) | {s['accuracy']} | " + " | ".join(str(s["by_category"][c]) for c in cats)
+                 + " | 1.0 | 0.0 |")
+    for name, r in result["students"].items():
+        lines.append(f"| {name} | {r['accuracy']} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats)
+                     + f" | {r['retention']} | {r.get('frechet_to_source', '')} |")
+    return "\n".join(lines)
