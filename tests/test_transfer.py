@@ -82,3 +82,17 @@ def test_head_channels_and_detailer_shapes():
     head = DetailerHead(12, (8, 16))
     assert head.patch == 4
     assert head(torch.randn(1, 3, 16, 16), torch.randn(1, 12, 4, 4)).shape == (1, 3, 16, 16)
+
+
+def test_linear_head_ablation_unpatchifies_each_token():
+    from pixdiff.nn.detailer import LinearHead
+
+    student, rep = transfer(zimage(), vae_factor=8, n_train=1, head="linear")
+    assert isinstance(student.head, LinearHead)
+    head = LinearHead(2, 4)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.weight[0, 0] = 1.0  # red channel of pixel (0, 0) of each patch = token channel 0
+    with torch.no_grad():
+        y = head(torch.zeros(1, 3, 8, 8), torch.arange(8.0).view(1, 2, 2, 2))
+    assert y[0, 0, 0, 0] == 0 and y[0, 0, 0, 4] == 1 and y[0, 0, 4, 0] == 2 and float(y[0, 1:].abs().sum()) == 0

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--n-train", type=int, help="shallow blocks trained at each end (default: L/6, as L2P's 5 of 30)")
     p.add_argument("--vae-factor", type=int, default=8, help="for a bare diffusers folder: its VAE's factor")
     p.add_argument("--patch", type=int, help="student pixel patch (must equal VAE factor x latent patch)")
+    p.add_argument("--head", default="detailer", choices=["detailer", "linear"],
+                   help="detailer: L2P's conv U-Net head; linear: a linear unpatchify (ablation)")
     add_common(p)
     p.set_defaults(func=run_transfer)
 
@@ -68,12 +70,13 @@ def run_transfer(args) -> int:
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(getattr(transformer, "layers", None) or getattr(transformer, "transformer_blocks", []))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
-    student, report = transfer(transformer, factor, n_train, seed=42, patch=args.patch)
+    student, report = transfer(transformer, factor, n_train, seed=42, patch=args.patch, head=args.head)
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
         gcfg = GeneratorConfig()
     cfg = replace(gcfg, kind="l2p", transformer=dict(student.transformer.config),
-                  family=type(student.transformer).__name__, head_channels=list(student.head.channels),
+                  family=type(student.transformer).__name__, head=args.head,
+                  head_channels=list(getattr(student.head, "channels", [])),
                   n_train=n_train)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks}

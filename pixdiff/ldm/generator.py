@@ -35,6 +35,7 @@ class GeneratorConfig:
     steps: int = 30
     cfg: float = 4.0
     family: str = "ZImageTransformer2DModel"  # l2p: the transformer's class
+    head: str = "detailer"  # l2p: "detailer" or "linear" (ablation)
     head_channels: list = field(default_factory=list)  # l2p: Detailer Head
     n_train: int = 0  # l2p: shallow blocks trained at each end
 
@@ -113,7 +114,7 @@ def build_network(cfg: GeneratorConfig):
     """The (untrained) network a generator config describes."""
     if cfg.kind == "l2p":
         from pixdiff.transfer.student import build_student
-        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train)
+        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train, cfg.head)
     from diffusers import ZImageTransformer2DModel
     return ZImageVelocity(ZImageTransformer2DModel.from_config(cfg.transformer))
 

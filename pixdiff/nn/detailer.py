@@ -50,3 +50,19 @@ class DetailerHead(nn.Module):
             h = conv(F.interpolate(h, scale_factor=2, mode="nearest"))
             h = F.silu(merge(torch.cat([h, skip], 1)))
         return self.out(h)
+
+
+class LinearHead(nn.Module):
+    """The ablation of the Detailer Head: a linear unpatchify of each token into its P x P x 3 pixels (what a
+    latent DiT's final layer does), zero at initialisation. Same interface; it ignores the noisy image."""
+
+    def __init__(self, token_dim: int, patch: int):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(token_dim, 3 * patch * patch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, D, H/P, W/P) -> (B, 3, H, W)."""
+        return F.pixel_shuffle(self.proj(tokens.to(x.dtype)), self.patch)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pixdiff.errors import InputError
-from pixdiff.nn.detailer import DetailerHead
+from pixdiff.nn.detailer import DetailerHead, LinearHead
 from pixdiff.transfer.families import FAMILIES, TokenTap, family_of
 
 
@@ -41,7 +41,7 @@ class TransferReport:
 class PixelStudent(nn.Module):
     """The transferred transformer + Detailer Head: v(x, t, captions) on images, in pixdiff's convention."""
 
-    def __init__(self, transformer: nn.Module, head: DetailerHead):
+    def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead):
         super().__init__()
         self.family = family_of(transformer)
         self.transformer, self.head = transformer, head
@@ -83,10 +83,19 @@ def freeze_middle(student: PixelStudent, n_train: int) -> list[str]:
     return frozen
 
 
+def make_head(kind: str, token_dim: int, patch: int, channels=None, widest: int = 128):
+    if kind == "linear":
+        return LinearHead(token_dim, patch)
+    if kind != "detailer":
+        raise InputError(f"unknown head {kind!r}: detailer or linear")
+    return DetailerHead(token_dim, tuple(channels) if channels else head_channels(patch, widest))
+
+
 def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, head_widest: int = 128,
-             patch: int | None = None) -> tuple[PixelStudent, TransferReport]:
+             patch: int | None = None, head: str = "detailer") -> tuple[PixelStudent, TransferReport]:
     """Build the pixel student of a latent transformer `source` (a diffusers model of a known family).
-    patch: the student's pixel patch, if you must name it; it has to be vae_factor x the source's latent patch."""
+    patch: the student's pixel patch, if you must name it; it has to be vae_factor x the source's latent patch.
+    head: "detailer" (L2P) or "linear" (the unpatchify ablation)."""
     fam = family_of(source)
     cfg = dict(source.config)
     want = vae_factor * fam.latent_patch(cfg)
@@ -109,9 +118,9 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
                 report.new.append(name)
     copied = set(report.copied)
     report.removed = [n for n in src_sd if n not in copied]
-    head = DetailerHead(fam.token_dim(cfg), head_channels(patch, head_widest))
-    student = PixelStudent(pixel, head)
-    report.new += [f"head.{n}" for n, _ in head.named_parameters()]
+    head_module = make_head(head, fam.token_dim(cfg), patch, widest=head_widest)
+    student = PixelStudent(pixel, head_module)
+    report.new += [f"head.{n}" for n, _ in head_module.named_parameters()]
     report.frozen = freeze_middle(student, n_train)
     sd = student.state_dict()
     count = lambda names: sum(sd[n if n.startswith("head.") else f"transformer.{n}"].numel() for n in names)  # noqa
@@ -122,14 +131,17 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     return student, report
 
 
-def build_student(family: str, transformer_config: dict, channels, n_train: int) -> PixelStudent:
+def build_student(family: str, transformer_config: dict, channels, n_train: int, head: str = "detailer"
+                  ) -> PixelStudent:
     """An (untrained) student with the architecture a release records; load its weights next."""
     import diffusers
 
     if family not in FAMILIES:
         raise InputError(f"unknown transformer family {family!r}; pixdiff maps {', '.join(FAMILIES)}")
     transformer = getattr(diffusers, family).from_config(transformer_config)
-    student = PixelStudent(transformer, DetailerHead(FAMILIES[family].token_dim(transformer_config), tuple(channels)))
+    fam = FAMILIES[family]
+    patch = fam.latent_patch(dict(transformer.config))
+    student = PixelStudent(transformer, make_head(head, fam.token_dim(transformer_config), patch, channels))
     freeze_middle(student, n_train)
     return student
 
