@@ -172,3 +172,39 @@ def test_rgb_condition_is_the_upsampled_aux_estimate_faded_by_sigma():
     assert float(c[2].abs().max()) == 0  # dropped latent: nothing
     with pytest.raises(ValueError, match="cond_channels 3, aux_rgb"):
         PiD(PiDConfig(net=replace(PRESETS["tiny"], cond_channels=3), latent_source=PIX4, aux_rgb=False))
+
+
+def test_caption_conditioning_trains_and_decodes_with_text_only_guidance(photos, tmp_path):
+    import shutil
+
+    from pixdiff.data.images import list_images
+
+    folder = tmp_path / "captioned"
+    folder.mkdir()
+    for i, p in enumerate(list_images(photos / "val")[:3]):
+        shutil.copy(p, folder / p.name)
+        (folder / p.name).with_suffix(".txt").write_text(["a cup of coffee", "a butterfly", ""][i])
+    cfg, _ = TRAIN_PRESETS["tiny-text"]
+    task = PiDTask(cfg, load_latent_source("pixels-f4"), [folder])
+    b = task.batch(64, torch.Generator().manual_seed(0))
+    assert b["text"].shape == (64, 384)
+    empty = task._pooled[""]
+    assert 0.05 < float((b["text"] == empty).all(1).float().mean()) < 0.6  # dropout + the uncaptioned photo
+    loss, _ = task.loss(task.model, {k: v[:2] if v is not None else v for k, v in b.items()},
+                        torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    with torch.no_grad():  # open the zero-initialised text path so prompts matter
+        task.model.net.text_embed[-1].weight.normal_(std=0.5)
+        task.model.net.final.weight.normal_(std=0.1)
+        for blk in task.model.net.pixel_blocks:  # the patch condition (which carries the text) reaches pixels here
+            blk.ada[-1].weight.normal_(std=0.05)
+    dec = PiDDecoder(task.model, "captioned")
+    z = torch.randn(1, 48, 2, 2)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = dec.decode(z, steps=2, generator=g(), prompt="a butterfly")
+    assert not torch.equal(a, dec.decode(z, steps=2, generator=g(), prompt="a cup of coffee"))
+    assert not torch.equal(a, dec.decode(z, steps=2, generator=g(), prompt="a butterfly", guidance=3.0))
+    with pytest.raises(InputError, match="trained without captions"):
+        tiny_decoder().decode(z, prompt="a butterfly")
+    with pytest.raises(InputError, match="needs captions"):
+        PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"])

@@ -15,6 +15,8 @@ def add_decoding_options(p) -> None:
     p.add_argument("--sigma", type=float, default=0.0,
                    help="noise level of the latents (0 = clean; > 0 for half-denoised latents, early termination)")
     p.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")
+    p.add_argument("--prompt", help="caption, for decoders trained with captions (text-only guidance)")
+    p.add_argument("--guidance", type=float, default=1.0, help="text guidance scale with --prompt (default 1: off)")
 
 
 def register(sub) -> None:
@@ -64,7 +66,7 @@ def run(args) -> int:
             z = source.encode(x)
         g = torch.Generator().manual_seed(args.seed)
         y = dec.decode(z, sigma=args.sigma, steps=args.steps, sampler=args.sampler, generator=g,
-                       progress=args.json is None)
+                       progress=args.json is None, prompt=args.prompt, guidance=args.guidance)
         dst = save_image(y[0, :, : h * args.scale, : w * args.scale], args.out / f"{path.stem}.png")
         results.append({"input": str(path), "output": str(dst), "size": [w * args.scale, h * args.scale]})
     emit(args, {"decoder": dec.name, "images": results},

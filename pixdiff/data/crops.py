@@ -40,11 +40,12 @@ class RandomCrops:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """A batch of crops, (batch, 3, size, size) float in [-1, 1]."""
-        out = []
+    def sample(self, batch: int, generator: torch.Generator, with_index: bool = False):
+        """A batch of crops, (batch, 3, size, size) float in [-1, 1] (and which image each came from)."""
+        out, which = [], []
         for _ in range(batch):
-            im = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            which.append(int(torch.randint(len(self.images), (1,), generator=generator)))
+            im = self.images[which[-1]]
             h, w = im.shape[-2:]
             zmax = min(self.max_zoom, h / self.size, w / self.size)
             z = math.exp(float(torch.rand((), generator=generator)) * math.log(max(zmax, 1.0)))
@@ -56,7 +57,8 @@ class RandomCrops:
             if float(torch.rand((), generator=generator)) < 0.5:
                 crop = crop.flip(-1)
             out.append(crop)
-        return torch.cat(out).clamp(-1, 1)
+        crops = torch.cat(out).clamp(-1, 1)
+        return (crops, which) if with_index else crops
 
 
 def eval_crops(folders, size: int = 256, per_image: int = 2, seed: int = 0) -> tuple[torch.Tensor, list[str]]:

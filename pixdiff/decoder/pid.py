@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pixdiff.errors import InputError
+from pixdiff.flow.guidance import classifier_free_guidance
 from pixdiff.flow.samplers import get_sampler
 from pixdiff.flow.schedule import timesteps
 from pixdiff.flow.time import resolution_shift
@@ -37,6 +38,7 @@ class PiDConfig:
     objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
     shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
     latent_std: float = 1.0  # measured on training latents: a guard against latents of another space
+    text_encoder: str | None = None  # optional caption conditioning (net.text_dim > 0): "all-MiniLM-L6-v2"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kind": KIND}
@@ -60,15 +62,18 @@ class PiD(nn.Module):
                                      n_blocks=cfg.adapter_blocks, aux_rgb=cfg.aux_rgb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, sigma: torch.Tensor,
-                keep: torch.Tensor | None = None, trunk: torch.Tensor | None = None) -> torch.Tensor:
+                keep: torch.Tensor | None = None, trunk: torch.Tensor | None = None,
+                text: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) noisy image at time t (B,); latents (B, C, h, w) at noise level sigma (B,), with
         H = h * factor * scale. keep (B,) bool: False drops the latent (latent dropout; unconditional).
+        text: (B, text_dim) pooled caption embedding, for models trained with captions.
         Returns the velocity (B, 3, H, W)."""
         trunk = self.adapter.trunk_map(latents) if trunk is None else trunk  # (B, hidden, gh, gw)
         feats = self.adapter.features(trunk=trunk)  # each (B, N, D)
         if keep is not None:
             feats = [f * keep.view(-1, 1, 1).to(f.dtype) for f in feats]
-        return self.net(x, t, self.adapter, feats, sigma, cond=self.rgb_condition(trunk, sigma, keep, x.shape[-2:]))
+        return self.net(x, t, self.adapter, feats, sigma, cond=self.rgb_condition(trunk, sigma, keep, x.shape[-2:]),
+                        text=text)
 
     def rgb_condition(self, trunk, sigma, keep, size) -> torch.Tensor | None:
         """The latent's direct path to every pixel (net.cond_channels = 3): the adapter's low-resolution RGB estimate,
@@ -82,12 +87,13 @@ class PiD(nn.Module):
             w = w * keep
         return rgb * w.view(-1, 1, 1, 1).to(rgb.dtype)
 
-    def regress(self, latents: torch.Tensor, sigma: torch.Tensor, trunk: torch.Tensor | None = None) -> torch.Tensor:
+    def regress(self, latents: torch.Tensor, sigma: torch.Tensor, trunk: torch.Tensor | None = None,
+                text: torch.Tensor | None = None) -> torch.Tensor:
         """The one-step output of an `l1` model: x0 = x_t - t v at x_t = 0 (the noise mean), t = 1."""
         b, _, h, w = latents.shape
         f = self.cfg.latent_source["factor"] * self.cfg.scale
         x = torch.zeros(b, 3, h * f, w * f, dtype=latents.dtype, device=latents.device)
-        return -self(x, torch.ones(b, device=latents.device), latents, sigma, trunk=trunk)
+        return -self(x, torch.ones(b, device=latents.device), latents, sigma, trunk=trunk, text=text)
 
 
 class PiDDecoder:
@@ -120,30 +126,53 @@ class PiDDecoder:
                              f"{self.cfg.latent_std:.3g}: they look like another latent space (or an unnormalised "
                              "one); encode with the source this decoder was trained on")
 
+    def text_states(self, prompt, n: int) -> torch.Tensor | None:
+        """Pooled caption embeddings (n, text_dim) for a prompt (or n prompts); None for models without text."""
+        if not self.cfg.text_encoder:
+            if prompt:
+                raise InputError(f"{self.name} was trained without captions: it takes no prompt")
+            return None
+        from pixdiff.ldm.text import TextEncoder
+
+        prompts = [prompt or ""] * n if prompt is None or isinstance(prompt, str) else list(prompt)
+        if len(prompts) != n:
+            raise InputError(f"{len(prompts)} prompts for {n} latents")
+        return TextEncoder().pooled(prompts)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int | None = None,
                sampler: str = "euler", scale: int | None = None, generator: torch.Generator | None = None,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, prompt: str | list[str] | None = None, guidance: float = 1.0
+               ) -> torch.Tensor:
         """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1].
-        steps: sampler steps (default 25); scale: checked against the checkpoint's (None: its own)."""
+        steps: sampler steps (default 25); scale: checked against the checkpoint's (None: its own).
+        prompt / guidance: for decoders trained with captions; guidance is text-only (the latent conditions both
+        branches, as in PiD)."""
         steps = steps or DEFAULT_STEPS
-        b = latents.shape[0] if latents.ndim == 4 else 1
-        sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b) if latents.ndim == 4 else \
-            torch.as_tensor(sigma, dtype=torch.float32)
+        b = latents.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
         z, (h, w) = self._pad(latents.float())
         f = self.source["factor"] * self.cfg.scale
         trunk = self.model.adapter.trunk_map(z)  # the latent branch does not depend on t: run it once
+        text = self.text_states(prompt, b)
         if self.cfg.objective == "l1":
-            x = self.model.regress(z, sigma, trunk=trunk)
+            x = self.model.regress(z, sigma, trunk=trunk, text=text)
         else:
             shape = (b, 3, z.shape[-2] * f, z.shape[-1] * f)
             x = torch.randn(shape, generator=generator)
             grid = timesteps(steps, resolution_shift(shape[-2] * shape[-1], base_shift=self.cfg.shift))
             bar = tqdm(total=steps, disable=not progress, desc=f"{self.name} decode", leave=False)
 
-            def velocity(x_t, t):
-                return self.model(x_t, t, z, sigma, trunk=trunk)
+            def net(x_t, t, txt):  # the latent (and its noise level) condition every branch
+                k = len(x_t) // b
+                return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), trunk=trunk.repeat(k, 1, 1, 1),
+                                  text=txt)
+
+            if text is None:
+                velocity = lambda x_t, t: net(x_t, t, None)  # noqa: E731
+            else:  # text-only guidance, as in PiD
+                velocity = classifier_free_guidance(net, text, self.text_states("", b), guidance)
 
             x = get_sampler(sampler)(velocity, x, grid, generator=generator, callback=lambda *_: bar.update(1))
             bar.close()

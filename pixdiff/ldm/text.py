@@ -55,3 +55,7 @@ class TextEncoder:
                              return_tensors="pt")
         states = self.model(**tok).last_hidden_state.float()  # (B, L, 384)
         return [s[m.bool()] for s, m in zip(states, tok["attention_mask"])]
+
+    def pooled(self, prompts: list[str]) -> torch.Tensor:
+        """(B, 384): the mean of each prompt's token states (MiniLM's own sentence embedding, unnormalised)."""
+        return torch.stack([s.mean(0) for s in self.encode(prompts)])

@@ -31,6 +31,7 @@ class PixelDiTConfig:
     pixel_ada_rank: int = 64  # per-pixel AdaLN as a rank-r map D -> r -> 6 d p^2 (the full map is 2.4M per block)
     head_blocks: int = 1  # residual 3x3 conv blocks of the full-resolution head
     cond_channels: int = 0  # per-pixel conditioning image channels concatenated to the noisy image
+    text_dim: int = 0  # > 0: a pooled text embedding joins the timestep in every AdaLN (optional captions)
     rope_span: float = 16.0
 
     def to_dict(self) -> dict:
@@ -102,6 +103,8 @@ class PixelDiT(nn.Module):
         c_in = 3 + cfg.cond_channels
         self.patch_embed = nn.Linear(c_in * p * p, cfg.dim)
         self.t_embed = TimestepEmbedder(cfg.dim)
+        if cfg.text_dim:  # the last layer starts at zero: text conditioning starts as a no-op
+            self.text_embed = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
         self.blocks = nn.ModuleList(PatchBlock(cfg.dim, cfg.heads) for _ in range(cfg.depth))
         self.pixel_embed = nn.Linear(c_in, d)
         self.pixel_pos = nn.Parameter(torch.zeros(p * p, d))  # where a pixel sits inside its patch
@@ -124,12 +127,17 @@ class PixelDiT(nn.Module):
             nn.init.zeros_(last.bias)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
+        if self.cfg.text_dim:
+            nn.init.zeros_(self.text_embed[-1].weight)
+            nn.init.zeros_(self.text_embed[-1].bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, adapter=None, latent_feats=None,
-                sigma: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+                sigma: torch.Tensor | None = None, cond: torch.Tensor | None = None,
+                text: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) noisy image, H and W multiples of the patch; t: (B,). Returns the velocity (B, 3, H, W).
         adapter / latent_feats / sigma: a LatentAdapter, its features (one (B, N, D) map per injection point plus
-        one for the pixel pathway, so len(injection_points) + 1 maps) and the latent noise level (B,)."""
+        one for the pixel pathway, so len(injection_points) + 1 maps) and the latent noise level (B,).
+        cond: (B, cond_channels, H, W) per-pixel condition; text: (B, text_dim) pooled caption embedding."""
         b, _, hgt, wid = x.shape
         p = self.cfg.patch
         gh, gw = hgt // p, wid // p
@@ -139,6 +147,8 @@ class PixelDiT(nn.Module):
         patches = F.unfold(x, p, stride=p).transpose(1, 2)  # (B, N, c_in p^2)
         h = self.patch_embed(patches)  # (B, N, D)
         temb = self.t_embed(t)  # (B, D)
+        if self.cfg.text_dim:
+            temb = temb + self.text_embed(text.to(temb.dtype))
         c = F.silu(temb)
         rope = rope_2d(gh, gw, self.cfg.dim // self.cfg.heads, self.cfg.rope_span, device=x.device)
         for i, block in enumerate(self.blocks):

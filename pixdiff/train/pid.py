@@ -19,6 +19,7 @@ import torch
 from pixdiff.data.crops import RandomCrops, step_generator
 from pixdiff.data.images import downsample
 from pixdiff.decoder import PiD, PiDConfig, save_decoder
+from pixdiff.errors import InputError
 from pixdiff.flow.loss import velocity_loss
 from pixdiff.flow.schedule import sample_t_logit_normal
 from pixdiff.flow.time import interpolate, resolution_shift
@@ -42,6 +43,8 @@ class PiDTrainConfig:
     latent_dropout: float = 0.1
     aux_weight: float = 0.8
     shift: float = 2.0  # at 256^2: PiD's 6 sqrt(sqrt(HW) / 2048) gives 2.1 there
+    text: bool = False  # caption conditioning from <image>.txt files next to the images (MiniLM, pooled)
+    caption_dropout: float = 0.1
 
 
 TRAIN_PRESETS = {
@@ -53,6 +56,9 @@ TRAIN_PRESETS = {
                      OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
     "tiny-regression": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, condition="decoded",
                                        objective="l1"), OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
+    "tiny-text": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, text=True),
+                  OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
+    "small-text": (PiDTrainConfig(text=True), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
     "small-cascade": (PiDTrainConfig(condition="decoded", noise_prob=0.0),
                       OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
     "small-regression": (PiDTrainConfig(condition="decoded", objective="l1", noise_prob=0.0, latent_dropout=0.0),
@@ -81,32 +87,51 @@ class PiDTask:
             from pixdiff.latents.decoded import DecodedSource
             source = DecodedSource(source)
         self.cfg, self.source = cfg, source
-        net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0)
+        self.text = None
+        if cfg.text:
+            from pixdiff.ldm.text import TextEncoder
+            self.text = TextEncoder()
+        net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0,
+                      text_dim=self.text.dim if self.text else 0)
         self.model = PiD(PiDConfig(net=net, latent_source=source_signature(source), scale=cfg.scale,
-                                   adapter_hidden=cfg.adapter_hidden, objective=cfg.objective, shift=cfg.shift))
+                                   adapter_hidden=cfg.adapter_hidden, objective=cfg.objective, shift=cfg.shift,
+                                   text_encoder=self.text.name if self.text else None))
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
+        if self.text:
+            self.captions = [p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").exists() else ""
+                             for p in self.data.paths]
+            if not any(self.captions):
+                raise InputError(f"text conditioning needs captions: no <image>.txt next to the {len(self.captions)} "
+                                 "training images")
+            keys = sorted(set(self.captions) | {""})
+            self._pooled = dict(zip(keys, self.text.pooled(keys)))  # caption -> (text_dim,)
 
     @torch.no_grad()
     def batch(self, n: int, g: torch.Generator) -> dict:
-        hq = self.data.sample(n, g)  # (B, 3, H, W) in [-1, 1]
+        hq, which = self.data.sample(n, g, with_index=True)  # (B, 3, H, W) in [-1, 1]
         lq = downsample(hq, self.cfg.scale)  # (B, 3, H/s, W/s)
         z = self.source.encode(lq).float()  # (B, C, h, w)
         noisy = torch.rand(n, generator=g) < self.cfg.noise_prob
         sigma = torch.rand(n, generator=g) * self.cfg.sigma_max * noisy
         z = interpolate(z, torch.randn(z.shape, generator=g), sigma)
         keep = torch.rand(n, generator=g) >= self.cfg.latent_dropout
-        return {"hq": hq, "lq": lq, "z": z, "sigma": sigma, "keep": keep}
+        b = {"hq": hq, "lq": lq, "z": z, "sigma": sigma, "keep": keep, "text": None}
+        if self.text:  # caption dropout: the empty prompt
+            drop = (torch.rand(n, generator=g) < self.cfg.caption_dropout).tolist()
+            b["text"] = torch.stack([self._pooled["" if d else self.captions[i]] for i, d in zip(which, drop)])
+        return b
 
     def loss(self, model: PiD, b: dict, g: torch.Generator):
         hq, z, sigma, keep = b["hq"], b["z"], b["sigma"], b["keep"]
         trunk = model.adapter.trunk_map(z)
         if self.cfg.objective == "l1":
-            main = (model.regress(z, sigma, trunk=trunk).float() - hq).abs().mean()
+            main = (model.regress(z, sigma, trunk=trunk, text=b["text"]).float() - hq).abs().mean()
         else:
             s = resolution_shift(hq.shape[-2] * hq.shape[-1], base_shift=self.cfg.shift)
             t = sample_t_logit_normal(hq.shape[0], generator=g, s=s)
             eps = torch.randn(hq.shape, generator=g)
-            main = velocity_loss(model(interpolate(hq, eps, t), t, z, sigma, keep, trunk=trunk), hq, eps).mean()
+            v = model(interpolate(hq, eps, t), t, z, sigma, keep, trunk=trunk, text=b["text"])
+            main = velocity_loss(v, hq, eps).mean()
         stats = {"main": main.detach()}
         loss = main
         if model.adapter.aux is not None and self.cfg.aux_weight > 0:
