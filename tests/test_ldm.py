@@ -71,3 +71,18 @@ def test_loss_falls_on_one_batch():
         loss().backward()
         opt.step()
     assert float(loss().detach()) < 0.7 * start
+
+
+def test_scene_pool_is_deterministic_and_matches_the_stream():
+    from dataclasses import replace
+
+    import numpy as np
+
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    src = load_latent_source("vae-f8c16")
+    a, b = LDMTask(replace(cfg, pool=5), src), LDMTask(replace(cfg, pool=5), src)
+    assert torch.equal(a.pool_z, b.pool_z) and a.pool_captions == b.pool_captions
+    z, caps = a.encode_scenes(5, np.random.default_rng(0))  # the pool is the seeded stream, stored in fp16
+    assert caps == a.pool_captions and torch.equal(z, a.pool_z)
+    batch = a.batch(4, torch.Generator().manual_seed(0))
+    assert batch["z"].shape == (4, 16, 8, 8) and len(batch["captions"]) == 4

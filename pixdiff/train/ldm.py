@@ -1,7 +1,8 @@
 """`pixdiff train ldm`: the text-to-image latent generator on the shapes world (or on a synthetic set).
 
-Each step renders fresh scenes (an endless, seeded stream), encodes them with the latent source and trains the
-Z-Image transformer with the flow-matching velocity loss at logit-normal t (with the preset's shift), with 10%
+Scenes come from an endless seeded stream, or (pool > 0) from a pool of that many scenes rendered and encoded once
+at the start (rendering and VAE-encoding every step costs more than the small transformer's step). The task
+trains the Z-Image transformer with the flow-matching velocity loss at logit-normal t (with the preset's shift), with 10%
 of captions dropped to the empty prompt so that classifier-free guidance works.
 """
 from __future__ import annotations
@@ -29,11 +30,13 @@ class LDMTrainConfig:
     caption_dropout: float = 0.1
     shift: float = 1.0
     max_tokens: int = 32
+    pool: int = 0  # > 0: draw from this many scenes encoded once up front (seeded by pool_seed)
+    pool_seed: int = 0
 
 
 TRAIN_PRESETS = {
     "tiny": (LDMTrainConfig(preset="tiny", size=64), OptimConfig(steps=20, batch=4, lr=1e-3, warmup=5, log_every=5)),
-    "small": (LDMTrainConfig(), OptimConfig(steps=20000, batch=32, lr=3e-4, warmup=500)),
+    "small": (LDMTrainConfig(pool=20000), OptimConfig(steps=12000, batch=32, lr=3e-4, warmup=500)),
 }
 
 
@@ -48,6 +51,21 @@ class LDMTask:
         self.text = TextEncoder(cfg.max_tokens)
         self.model = ZImageVelocity(build_zimage(cfg.preset, source.channels, self.text.dim))
         self._states: dict[str, torch.Tensor] = {}
+        self.pool_z, self.pool_captions = None, None
+        if cfg.pool:
+            self.pool_z, self.pool_captions = self.encode_scenes(cfg.pool, np.random.default_rng(cfg.pool_seed))
+
+    @torch.no_grad()
+    def encode_scenes(self, n: int, rng: np.random.Generator, chunk: int = 64) -> tuple[torch.Tensor, list[str]]:
+        """n scenes -> (latents (n, C, h, w) in fp16, captions)."""
+        from tqdm import tqdm
+
+        zs, caps = [], []
+        for i in tqdm(range(0, n, chunk), desc="encoding the scene pool", disable=n <= chunk, leave=False):
+            scenes = [random_scene(rng, self.cfg.size) for _ in range(min(chunk, n - i))]
+            zs.append(self.source.encode(render_batch(scenes, self.cfg.size)).half())
+            caps += [s.caption for s in scenes]
+        return torch.cat(zs), caps
 
     def captions(self, prompts: list[str]) -> list[torch.Tensor]:
         new = sorted({p for p in prompts if p not in self._states})
@@ -57,11 +75,14 @@ class LDMTask:
 
     @torch.no_grad()
     def batch(self, n: int, g: torch.Generator) -> dict:
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
-        scenes = [random_scene(rng, self.cfg.size) for _ in range(n)]
-        z = self.source.encode(render_batch(scenes, self.cfg.size)).float()  # (B, C, size/f, size/f)
+        if self.pool_z is None:
+            rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
+            z, prompts = self.encode_scenes(n, rng)
+        else:
+            idx = torch.randint(len(self.pool_z), (n,), generator=g)
+            z, prompts = self.pool_z[idx], [self.pool_captions[i] for i in idx.tolist()]
         drop = torch.rand(n, generator=g) < self.cfg.caption_dropout
-        return {"z": z, "captions": self.captions(["" if d else s.caption for s, d in zip(scenes, drop.tolist())])}
+        return {"z": z.float(), "captions": self.captions(["" if d else p for p, d in zip(prompts, drop.tolist())])}
 
     def loss(self, model: ZImageVelocity, b: dict, g: torch.Generator):
         t = sample_t_logit_normal(len(b["z"]), generator=g, s=self.cfg.shift)
