@@ -53,6 +53,11 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert im.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="generates pixels directly"):
         gen.generate(["two red circles"], steps=2, stop_at=1)
+    assert main(["transfer", "--source", str(root / "l2p" / "weights"), "--grow", "2", "--out", str(root / "big")]) == 0
+    big = load_generator(root / "big")
+    assert big.cfg.size == 128 and big.velocity.patch == 32
+    assert big.generate(["two red circles"], steps=1).shape == (1, 3, 128, 128)
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--grow", "2", "--out", str(root / "x")]) == 2
     capsys.readouterr()
     js = root / "eval.json"
     assert main(["eval", "l2p", "--source", str(root / "ldm" / "weights"), "--student", str(root / "l2p" / "weights"),

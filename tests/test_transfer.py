@@ -96,3 +96,33 @@ def test_linear_head_ablation_unpatchifies_each_token():
     with torch.no_grad():
         y = head(torch.zeros(1, 3, 8, 8), torch.arange(8.0).view(1, 2, 2, 2))
     assert y[0, 0, 0, 0] == 0 and y[0, 0, 0, 4] == 1 and y[0, 0, 4, 0] == 2 and float(y[0, 1:].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("make", [zimage, sd3])
+def test_growing_doubles_the_patch_keeps_the_grid_and_embeds_like_the_pooled_image(make):
+    from pixdiff.transfer.student import grow_student
+
+    student, _ = transfer(make(), vae_factor=8, n_train=1)
+    with torch.no_grad():
+        for p in student.head.parameters():
+            p.normal_(std=0.05)
+    big, rep = grow_student(student, 2)
+    assert big.patch == 32 and big.head.patch == 32 and len(big.head.channels) == 5
+    assert any("grown from" in n for n in rep.copied) and any(n.startswith("head.up.0") for n in rep.copied)
+    x = torch.randn(1, 3, 32, 32)
+    up = x.repeat_interleave(2, -1).repeat_interleave(2, -2)  # 64 x 64, same content
+    fam = student.family
+    seen = {}
+    def grab(m, a, o, key):
+        seen[key] = o.detach().clone()
+    k_small, k_big = fam.patch_embed_key(student.transformer), fam.patch_embed_key(big.transformer)
+    student.transformer.get_submodule(k_small).register_forward_hook(lambda m, a, o: grab(m, a, o, "small"))
+    big.transformer.get_submodule(k_big).register_forward_hook(lambda m, a, o: grab(m, a, o, "big"))
+    t, caps = torch.tensor([0.5]), [torch.randn(3, 384)]
+    with torch.no_grad():
+        student(x, t, caps)
+        big(up, t, caps)
+    assert torch.allclose(seen["small"], seen["big"], atol=1e-5)  # the 2x image embeds to the same tokens
+    frozen_small = [i for i, b in enumerate(fam.blocks(student.transformer)) if not next(b.parameters()).requires_grad]
+    frozen_big = [i for i, b in enumerate(fam.blocks(big.transformer)) if not next(b.parameters()).requires_grad]
+    assert frozen_small == frozen_big

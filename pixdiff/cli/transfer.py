@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--n-train", type=int, help="shallow blocks trained at each end (default: L/6, as L2P's 5 of 30)")
     p.add_argument("--vae-factor", type=int, default=8, help="for a bare diffusers folder: its VAE's factor")
     p.add_argument("--patch", type=int, help="student pixel patch (must equal VAE factor x latent patch)")
+    p.add_argument("--grow", type=int, help="with an L2P student as --source: the same model at this many times the "
+                                            "resolution (patch grown alike, one more head stage per doubling)")
     p.add_argument("--head", default="detailer", choices=["detailer", "linear"],
                    help="detailer: L2P's conv U-Net head; linear: a linear unpatchify (ablation)")
     add_common(p)
@@ -60,6 +62,28 @@ def load_source(name: str, vae_factor: int):
     raise InputError(f"--source {name}: neither a pixdiff generator (kind ldm) nor a diffusers model folder")
 
 
+def run_grow(args) -> int:
+    from dataclasses import replace
+
+    from pixdiff.errors import InputError
+    from pixdiff.ldm.generator import load_generator
+    from pixdiff.release import save_release
+    from pixdiff.transfer.student import grow_student
+
+    gen = load_generator(args.source)
+    if not gen.pixel:
+        raise InputError(f"--grow needs an L2P student as --source; {gen.name} is a latent generator")
+    student, report = grow_student(gen.velocity, args.grow)
+    cfg = replace(gen.cfg, size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
+                  head_channels=list(student.head.channels))
+    save_release(student.state_dict(), cfg.to_dict(), args.out)
+    rep = {**report.__dict__, "source": str(args.source), "size": cfg.size}
+    (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
+    emit(args, rep, f"grown {gen.name} to {cfg.size}px: pixel patch {report.patch}, {len(report.copied)} tensors "
+                    f"from the {gen.cfg.size}px student, {len(report.new)} new -> {args.out}/")
+    return 0
+
+
 def run_transfer(args) -> int:
     from dataclasses import replace
 
@@ -67,6 +91,8 @@ def run_transfer(args) -> int:
     from pixdiff.release import save_release
     from pixdiff.transfer.student import transfer
 
+    if args.grow:
+        return run_grow(args)
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(getattr(transformer, "layers", None) or getattr(transformer, "transformer_blocks", []))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))

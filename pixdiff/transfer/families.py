@@ -41,6 +41,16 @@ class ZImageFamily:
     def token_dim(self, cfg: dict) -> int:
         return int(cfg["dim"])
 
+    def patch_embed_key(self, model) -> str:
+        return f"all_x_embedder.{model.config.all_patch_size[0]}-1"
+
+    def grow_patch_embed(self, w: torch.Tensor, patch: int, factor: int) -> torch.Tensor:
+        """(D, P P C) in Z-Image's (row, column, channel) order -> (D, fP fP C) that embeds a patch as the old one
+        embeds its f x f average-pooled version."""
+        d = w.shape[0]
+        w = w.view(d, patch, patch, -1).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+        return (w / factor**2).reshape(d, -1)
+
     def blocks(self, model) -> nn.ModuleList:
         return model.layers
 
@@ -77,6 +87,13 @@ class SD3Family:
 
     def token_dim(self, cfg: dict) -> int:
         return int(cfg["num_attention_heads"] * cfg["attention_head_dim"])
+
+    def patch_embed_key(self, model) -> str:
+        return "pos_embed.proj"
+
+    def grow_patch_embed(self, w: torch.Tensor, patch: int, factor: int) -> torch.Tensor:
+        """(D, C, P, P) conv kernel -> (D, C, fP, fP) that sees the f x f average-pooled patch."""
+        return w.repeat_interleave(factor, 2).repeat_interleave(factor, 3) / factor**2
 
     def blocks(self, model) -> nn.ModuleList:
         return model.transformer_blocks

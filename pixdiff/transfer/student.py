@@ -131,6 +131,56 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     return student, report
 
 
+def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tuple[PixelStudent, TransferReport]:
+    """L2P's high-resolution stage in miniature: the same transformer at `factor` x the resolution with a patch
+    `factor` x as large (the same token grid), initialised from `student`. The new patch embedding embeds a patch as
+    the old one embeds its average-pooled version; the Detailer Head gains outer stages and keeps the inner ones."""
+    if factor < 2 or factor & (factor - 1):
+        raise InputError(f"grow factor must be a power of two >= 2, got {factor}")
+    if not isinstance(student.head, DetailerHead):
+        raise InputError("growing needs a Detailer Head student (the linear head is an ablation)")
+    fam, old = student.family, student.transformer
+    patch = student.patch * factor
+    torch.manual_seed(seed)
+    new = type(old).from_config(fam.pixel_config(dict(old.config), patch))
+    report = TransferReport(fam.name, patch)
+    old_sd, key_old, key_new = old.state_dict(), fam.patch_embed_key(old), fam.patch_embed_key(new)
+    with torch.no_grad():
+        for name, t in new.state_dict().items():
+            if name == f"{key_new}.weight":
+                t.copy_(fam.grow_patch_embed(old_sd[f"{key_old}.weight"], student.patch, factor))
+                report.copied.append(f"{name} (grown from {key_old}.weight)")
+            elif name == f"{key_new}.bias":
+                t.copy_(old_sd[f"{key_old}.bias"])
+                report.copied.append(f"{name} (from {key_old}.bias)")
+            elif name in old_sd and old_sd[name].shape == t.shape:
+                t.copy_(old_sd[name])
+                report.copied.append(name)
+            else:
+                report.new.append(name)
+    extra = len(head_channels(patch)) - len(student.head.channels)
+    head = DetailerHead(fam.token_dim(dict(new.config)), (*head_channels(patch)[:extra], *student.head.channels))
+    head_sd, old_head = head.state_dict(), student.head.state_dict()
+    with torch.no_grad():  # inner stages: down.i -> down.(i + extra) except the input conv; decoder stages by index
+        for name, t in old_head.items():
+            kind, i, rest = (name.split(".", 2) + ["", ""])[:3]
+            target = f"down.{int(i) + extra}.{rest}" if kind == "down" else name
+            if target in head_sd and head_sd[target].shape == t.shape:
+                head_sd[target].copy_(t)
+                report.copied.append(f"head.{target}")
+    report.new += [f"head.{n}" for n in head_sd if f"head.{n}" not in report.copied]
+    grown = PixelStudent(new, head)
+    blocks = fam.blocks(new)
+    for i, b in enumerate(fam.blocks(old)):  # keep the same blocks frozen
+        if not any(p.requires_grad for p in b.parameters()):
+            blocks[i].requires_grad_(False)
+            report.frozen.append(f"block {i}")
+    report.params = {"copied": 0, "new": 0, "frozen": sum(p.numel() for p in grown.parameters() if not p.requires_grad),
+                     "trainable": sum(p.numel() for p in grown.parameters() if p.requires_grad),
+                     "total": sum(p.numel() for p in grown.parameters())}
+    return grown, report
+
+
 def build_student(family: str, transformer_config: dict, channels, n_train: int, head: str = "detailer"
                   ) -> PixelStudent:
     """An (untrained) student with the architecture a release records; load its weights next."""
@@ -146,4 +196,5 @@ def build_student(family: str, transformer_config: dict, channels, n_train: int,
     return student
 
 
-__all__ = ["FAMILIES", "PixelStudent", "TransferReport", "transfer", "freeze_middle", "head_channels", "build_student"]
+__all__ = ["FAMILIES", "PixelStudent", "TransferReport", "transfer", "freeze_middle", "head_channels", "build_student",
+           "grow_student"]
