@@ -59,6 +59,12 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert big.generate(["two red circles"], steps=1).shape == (1, 3, 128, 128)
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--grow", "2", "--out", str(root / "x")]) == 2
     capsys.readouterr()
+    assert main(["bench", "generate", "--source", str(root / "ldm" / "weights"), "--student", str(root / "big"),
+                 "--size", "128", "--repeats", "1", "--shifts", "1", "3", "--prompts", "2", "--json"]) == 0
+    b = json.loads(capsys.readouterr().out)
+    assert b["source"]["tokens"] == 64 and b["student"]["tokens"] == 16  # 128 px: latent 16^2 / 2; pixels / 32
+    assert set(b["shift_sweep"]) == {"1.0", "3.0"} and b["student"]["seconds_per_step"] > 0
+    capsys.readouterr()
     js = root / "eval.json"
     assert main(["eval", "l2p", "--source", str(root / "ldm" / "weights"), "--student", str(root / "l2p" / "weights"),
                  "--prompts", "6", "--per-prompt", "2", "--steps", "2", "--json", str(js)]) == 0

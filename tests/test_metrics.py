@@ -87,3 +87,15 @@ def test_blockiness_sees_a_patch_grid_and_nothing_else():
     assert float(metrics.blockiness(blocky.roll(8, -1).roll(8, -2)).max()) < 0.7
     with pytest.raises(InputError, match="no interior 16-pixel grid line"):
         metrics.blockiness(torch.rand(1, 3, 16, 16))
+
+
+def test_peak_memory_of_a_call_is_measured_in_a_fresh_process():
+    from pixdiff.eval.decode import peak_memory_mb
+
+    def alloc():
+        x = torch.ones(64, 1024, 1024)  # 256 MiB
+        return float(x[0, 0, 0])
+
+    alloc()  # a warm allocator must not hide the peak
+    assert 250 < peak_memory_mb(alloc) < 300
+    assert peak_memory_mb(lambda: None) < 30

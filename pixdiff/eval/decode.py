@@ -6,12 +6,14 @@ For each HQ crop: LQ = HQ down by the scale (anti-aliased bicubic), z = E(LQ). M
   (d) PiD on z, and on z noised to sigma (early termination of a latent generator).
 Metrics against HQ: PSNR, SSIM, high-frequency energy (log2 ratio to the truth's) and correlation, blockiness
 (16-pixel grid), Frechet distance of taef2-stats features on 64x64 tiles; against LQ: PSNR and CIEDE2000 of the
-output taken back down by the scale. Plus network evaluations, seconds and peak memory per image.
+output taken back down by the scale. Plus network evaluations, seconds per image (batches of `batch`) and the
+peak memory one image adds.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
-import threading
+import resource
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -61,36 +63,32 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class PeakMemory:
-    """Peak memory above the starting point while the block runs: CUDA allocator peak on GPU, else resident set
-    size sampled every 5 ms (Linux)."""
+def peak_memory_mb(fn, device: str = "cpu") -> float:
+    """Peak memory that one call of fn adds, in MiB. CUDA: the allocator's peak above its starting point. CPU: fn
+    runs once in a forked child (Linux), whose peak resident set is compared with its size at the fork; a fresh
+    process, because an allocator that already served fn keeps its pages and would show no growth."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - start) / 2**20
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
 
-    def __init__(self, device: str = "cpu"):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
+    def child():
+        start = _rss_bytes()
+        fn()
+        queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start) / 2**20)
 
-    def __enter__(self):
-        if self.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            self.start = _rss_bytes()
-            self.peak = self.start
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc):
-        if self.device == "cuda":
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, _rss_bytes())
-        self.mb = (self.peak - self.start) / 2**20
+    proc = ctx.Process(target=child)
+    proc.start()
+    try:
+        mb = queue.get(timeout=600)
+    finally:
+        proc.join()
+    return mb
 
 
 def tiles(x: torch.Tensor, size: int = TILE) -> torch.Tensor:
@@ -112,12 +110,13 @@ def evaluate_decode(source, methods: list[Method], crops: torch.Tensor, names: l
     for m in methods:
         g = torch.Generator().manual_seed(seed)
         outs, seconds = [], 0.0
-        with PeakMemory() as mem:
-            for i in tqdm(range(0, len(crops), batch), desc=m.name, disable=not progress, leave=False):
-                b = {"z": z[i : i + batch], "decoded": decoded[i : i + batch]}
-                t0 = time.perf_counter()
-                outs.append(m.run(b, g).float())
-                seconds += time.perf_counter() - t0
+        for i in tqdm(range(0, len(crops), batch), desc=m.name, disable=not progress, leave=False):
+            b = {"z": z[i : i + batch], "decoded": decoded[i : i + batch]}
+            t0 = time.perf_counter()
+            outs.append(m.run(b, g).float())
+            seconds += time.perf_counter() - t0
+        one = {"z": z[:1], "decoded": decoded[:1]}
+        mem_mb = peak_memory_mb(lambda: m.run(one, torch.Generator().manual_seed(seed)))  # one image
         y = torch.cat(outs)
         outputs[m.name] = y
         y_lq = downsample(y, scale)
@@ -129,7 +128,7 @@ def evaluate_decode(source, methods: list[Method], crops: torch.Tensor, names: l
         r = {k: round(float(v), 4) for k, v in r.items()}
         if features is not None:
             r["frechet"] = round(metrics.frechet_distance(features(tiles(y)), feats_hq), 4)
-        r.update(nfe=m.nfe, seconds_per_image=round(seconds / len(crops), 4), peak_memory_mb=round(mem.mb, 1))
+        r.update(nfe=m.nfe, seconds_per_image=round(seconds / len(crops), 4), peak_memory_mb=round(mem_mb, 1))
         results[m.name] = r
     truth = {"blockiness": round(float(metrics.blockiness(crops).mean()), 4)}
     return {"n": len(crops), "size": list(crops.shape[-2:]), "scale": scale, "source": source.name,
