@@ -86,3 +86,14 @@ def test_scene_pool_is_deterministic_and_matches_the_stream():
     assert caps == a.pool_captions and torch.equal(z, a.pool_z)
     batch = a.batch(4, torch.Generator().manual_seed(0))
     assert batch["z"].shape == (4, 16, 8, 8) and len(batch["captions"]) == 4
+
+
+def test_caption_dropout_and_cache():
+    from pixdiff.ldm.text import CaptionStates
+
+    te = TextEncoder()
+    cs = CaptionStates(te, dropout=0.3)
+    states = cs(["two red circles"] * 1000, torch.Generator().manual_seed(0))
+    empty = sum(s.shape[0] == 2 for s in states)  # CLS SEP only
+    assert 250 < empty < 350 and len(cs._states) == 2
+    assert torch.equal(states[0] if states[0].shape[0] == 5 else states[1], te.encode(["two red circles"])[0])

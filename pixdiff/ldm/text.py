@@ -59,3 +59,20 @@ class TextEncoder:
     def pooled(self, prompts: list[str]) -> torch.Tensor:
         """(B, 384): the mean of each prompt's token states (MiniLM's own sentence embedding, unnormalised)."""
         return torch.stack([s.mean(0) for s in self.encode(prompts)])
+
+
+class CaptionStates:
+    """Training-side captions: token states computed once per distinct prompt (a training run draws the same
+    prompts over and over), with caption dropout to the empty prompt (the unconditional input of guidance)."""
+
+    def __init__(self, encoder: TextEncoder, dropout: float):
+        self.encoder, self.dropout = encoder, dropout
+        self._states: dict[str, torch.Tensor] = {}
+
+    def __call__(self, prompts: list[str], generator: torch.Generator) -> list[torch.Tensor]:
+        drop = (torch.rand(len(prompts), generator=generator) < self.dropout).tolist()
+        prompts = ["" if d else p for p, d in zip(prompts, drop)]
+        new = sorted({p for p in prompts if p not in self._states})
+        if new:
+            self._states.update(zip(new, self.encoder.encode(new)))
+        return [self._states[p] for p in prompts]

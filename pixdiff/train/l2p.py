@@ -18,7 +18,7 @@ from pixdiff.errors import InputError
 from pixdiff.flow.loss import flow_matching_loss
 from pixdiff.flow.schedule import sample_t_logit_normal
 from pixdiff.ldm.generator import GeneratorConfig, build_network
-from pixdiff.ldm.text import TextEncoder
+from pixdiff.ldm.text import CaptionStates, TextEncoder
 from pixdiff.release import load_release, save_release
 from pixdiff.train.ldm import render_batch
 from pixdiff.train.loop import OptimConfig
@@ -49,8 +49,7 @@ class L2PTask:
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
         if cfg.full_finetune:
             self.model.requires_grad_(True)
-        self.text = TextEncoder(self.gcfg.max_tokens)
-        self._states: dict[str, torch.Tensor] = {}
+        self.captions = CaptionStates(TextEncoder(self.gcfg.max_tokens), cfg.caption_dropout)
         if str(data) == "shapes":
             self.data = None
         else:
@@ -60,12 +59,6 @@ class L2PTask:
                 raise InputError(f"{data} holds {self.data.images.shape[-1]}px images; the student makes "
                                  f"{self.gcfg.size}px")
 
-    def captions(self, prompts: list[str]) -> list[torch.Tensor]:
-        new = sorted({p for p in prompts if p not in self._states})
-        if new:
-            self._states.update(zip(new, self.text.encode(new)))
-        return [self._states[p] for p in prompts]
-
     @torch.no_grad()
     def batch(self, n: int, g: torch.Generator) -> dict:
         if self.data is None:
@@ -74,8 +67,7 @@ class L2PTask:
             x, prompts = render_batch(scenes, self.gcfg.size), [s.caption for s in scenes]
         else:
             x, prompts = self.data.sample(n, g)
-        drop = torch.rand(n, generator=g) < self.cfg.caption_dropout
-        return {"x": x, "captions": self.captions(["" if d else p for p, d in zip(prompts, drop.tolist())])}
+        return {"x": x, "captions": self.captions(prompts, g)}
 
     def loss(self, model, b: dict, g: torch.Generator):
         t = sample_t_logit_normal(len(b["x"]), generator=g, s=self.gcfg.shift)

@@ -17,7 +17,7 @@ from pixdiff.data.shapes import random_scene, render
 from pixdiff.flow.loss import flow_matching_loss
 from pixdiff.flow.schedule import sample_t_logit_normal
 from pixdiff.ldm.generator import GeneratorConfig
-from pixdiff.ldm.text import TextEncoder
+from pixdiff.ldm.text import CaptionStates, TextEncoder
 from pixdiff.ldm.zimage import ZImageVelocity, build_zimage
 from pixdiff.release import save_release, source_signature
 from pixdiff.train.loop import OptimConfig
@@ -49,8 +49,8 @@ class LDMTask:
     def __init__(self, cfg: LDMTrainConfig, source):
         self.cfg, self.source = cfg, source
         self.text = TextEncoder(cfg.max_tokens)
+        self.captions = CaptionStates(self.text, cfg.caption_dropout)
         self.model = ZImageVelocity(build_zimage(cfg.preset, source.channels, self.text.dim))
-        self._states: dict[str, torch.Tensor] = {}
         self.pool_z, self.pool_captions = None, None
         if cfg.pool:
             self.pool_z, self.pool_captions = self.encode_scenes(cfg.pool, np.random.default_rng(cfg.pool_seed))
@@ -67,12 +67,6 @@ class LDMTask:
             caps += [s.caption for s in scenes]
         return torch.cat(zs), caps
 
-    def captions(self, prompts: list[str]) -> list[torch.Tensor]:
-        new = sorted({p for p in prompts if p not in self._states})
-        if new:
-            self._states.update(zip(new, self.text.encode(new)))
-        return [self._states[p] for p in prompts]
-
     @torch.no_grad()
     def batch(self, n: int, g: torch.Generator) -> dict:
         if self.pool_z is None:
@@ -81,8 +75,7 @@ class LDMTask:
         else:
             idx = torch.randint(len(self.pool_z), (n,), generator=g)
             z, prompts = self.pool_z[idx], [self.pool_captions[i] for i in idx.tolist()]
-        drop = torch.rand(n, generator=g) < self.cfg.caption_dropout
-        return {"z": z.float(), "captions": self.captions(["" if d else p for p, d in zip(prompts, drop.tolist())])}
+        return {"z": z.float(), "captions": self.captions(prompts, g)}
 
     def loss(self, model: ZImageVelocity, b: dict, g: torch.Generator):
         t = sample_t_logit_normal(len(b["z"]), generator=g, s=self.cfg.shift)
