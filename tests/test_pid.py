@@ -208,3 +208,16 @@ def test_caption_conditioning_trains_and_decodes_with_text_only_guidance(photos,
         tiny_decoder().decode(z, prompt="a butterfly")
     with pytest.raises(InputError, match="needs captions"):
         PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"])
+
+
+def test_x0_prediction_returns_the_velocity_of_the_predicted_image():
+    torch.manual_seed(0)
+    model = PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, adapter_hidden=8, adapter_blocks=1,
+                          prediction="x0"))
+    x, z = torch.randn(2, 3, 32, 32), torch.randn(2, 48, 2, 2)
+    t, sigma = torch.tensor([0.5, 0.01]), torch.zeros(2)
+    with torch.no_grad():
+        v = model(x, t, z, sigma)  # zero-initialised output: x0 = 0, so v = x_t / max(t, 0.05)
+    assert torch.allclose(v[0], x[0] / 0.5) and torch.allclose(v[1], x[1] / 0.05)
+    with pytest.raises(ValueError, match="prediction must be"):
+        PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, prediction="eps"))

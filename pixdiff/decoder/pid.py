@@ -24,6 +24,7 @@ from pixdiff.nn.latent_adapter import LatentAdapter
 from pixdiff.nn.pixel_dit import PixelDiT, PixelDiTConfig
 
 KIND = "pid-decoder"
+T_MIN = 0.05  # x0-prediction: the smallest t used to turn x0 into a velocity
 DEFAULT_STEPS = 25
 
 
@@ -36,6 +37,8 @@ class PiDConfig:
     adapter_blocks: int = 2
     aux_rgb: bool = True  # v1.5's low-resolution RGB head (a training loss)
     objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
+    prediction: str = "v"  # what the network outputs: "v" (velocity) or "x0" (the clean image, JiT); the model
+    # always returns a velocity, v = (x_t - x0) / t with t >= T_MIN in the division
     shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
     latent_std: float = 1.0  # measured on training latents: a guard against latents of another space
     text_encoder: str | None = None  # optional caption conditioning (net.text_dim > 0): "all-MiniLM-L6-v2"
@@ -55,6 +58,8 @@ class PiD(nn.Module):
         self.cfg = cfg
         self.net = PixelDiT(cfg.net)
         src = cfg.latent_source
+        if cfg.prediction not in ("v", "x0"):
+            raise ValueError(f"prediction must be 'v' or 'x0', got {cfg.prediction!r}")
         if cfg.net.cond_channels not in (0, 3) or cfg.net.cond_channels and not cfg.aux_rgb:
             raise ValueError("the per-pixel condition of PiD is the adapter's RGB estimate: cond_channels 3, aux_rgb")
         self.adapter = LatentAdapter(src["channels"], src["factor"], cfg.scale, cfg.net.patch, cfg.net.dim,
@@ -72,8 +77,11 @@ class PiD(nn.Module):
         feats = self.adapter.features(trunk=trunk)  # each (B, N, D)
         if keep is not None:
             feats = [f * keep.view(-1, 1, 1).to(f.dtype) for f in feats]
-        return self.net(x, t, self.adapter, feats, sigma, cond=self.rgb_condition(trunk, sigma, keep, x.shape[-2:]),
-                        text=text)
+        out = self.net(x, t, self.adapter, feats, sigma, cond=self.rgb_condition(trunk, sigma, keep, x.shape[-2:]),
+                       text=text)
+        if self.cfg.prediction == "x0":  # JiT: clean images are easier for a patch bottleneck than noise
+            return (x - out) / t.clamp(min=T_MIN).view(-1, 1, 1, 1).to(out.dtype)
+        return out
 
     def rgb_condition(self, trunk, sigma, keep, size) -> torch.Tensor | None:
         """The latent's direct path to every pixel (net.cond_channels = 3): the adapter's low-resolution RGB estimate,

@@ -35,6 +35,7 @@ class PiDTrainConfig:
     rgb_condition: bool = True  # the adapter's RGB estimate as a per-pixel input (the latent's direct path)
     condition: str = "latent"  # "latent": PiD; "decoded": the source's decoded image (cascade baselines)
     objective: str = "flow"  # "flow" or "l1" (one-step regression)
+    prediction: str = "v"  # network output: "v" or "x0" (JiT-style x-prediction, still the velocity loss)
     scale: int = 4
     crop: int = 256
     max_zoom: float = 4.0
@@ -58,6 +59,7 @@ TRAIN_PRESETS = {
                                        objective="l1"), OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
     "tiny-text": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, text=True),
                   OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
+    "small-x0": (PiDTrainConfig(prediction="x0"), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
     "small-text": (PiDTrainConfig(text=True), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
     "small-cascade": (PiDTrainConfig(condition="decoded", noise_prob=0.0),
                       OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
@@ -95,6 +97,7 @@ class PiDTask:
                       text_dim=self.text.dim if self.text else 0)
         self.model = PiD(PiDConfig(net=net, latent_source=source_signature(source), scale=cfg.scale,
                                    adapter_hidden=cfg.adapter_hidden, objective=cfg.objective, shift=cfg.shift,
+                                   prediction=cfg.prediction,
                                    text_encoder=self.text.name if self.text else None))
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
         if self.text:
