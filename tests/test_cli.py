@@ -82,3 +82,14 @@ def test_train_dry_run_prints_resolved_config(tmp_path, capsys):
 def test_parser_lists_all_commands():
     help_text = build_parser().format_help()
     assert all(c in help_text for c in COMMANDS)
+
+
+def test_resume_accepts_options_added_since_when_they_keep_their_default(tmp_path):
+    from pixdiff.cli.train import compatible_config
+    from pixdiff.train.pid import PiDTrainConfig
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_config": {"net": "small"}}))
+    new = {"model_config": {"net": "small", "prediction": "v", "text": False}}
+    assert compatible_config(new, tmp_path, PiDTrainConfig())["model_config"] == {"net": "small"}
+    changed = {"model_config": {"net": "small", "prediction": "x0"}}
+    assert compatible_config(changed, tmp_path, PiDTrainConfig())["model_config"] == changed["model_config"]

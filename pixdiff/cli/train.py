@@ -39,6 +39,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def compatible_config(config: dict, out: Path, defaults) -> dict:
+    """A run started before an option existed resumes when that option keeps its default: drop such keys."""
+    old_file = out / "config.json"
+    if not old_file.exists():
+        return config
+    old = json.loads(old_file.read_text()).get("model_config", {})
+    new = dict(config["model_config"])
+    for k in list(new):
+        if k not in old and new[k] == getattr(defaults, k, object()):
+            del new[k]
+    return {**config, "model_config": new}
+
+
 def run(args) -> int:
     from pixdiff.errors import InputError
     from pixdiff.train import l2p, ldm, pid, vae
@@ -61,6 +74,8 @@ def run(args) -> int:
         config["source"] = args.source
     if args.model == "l2p":
         config["init"] = str(args.init)
+    if args.resume:
+        config = compatible_config(config, args.out, type(model_cfg)())
     if args.dry_run:
         emit(args, config, json.dumps(config, indent=2))
         return 0
