@@ -93,3 +93,25 @@ def test_a_finished_run_can_be_extended(folder, tmp_path):
     with pytest.raises(InputError, match="only --steps may grow"):
         other = replace(longer, lr=1.0)
         train(VAETask(cfg, folder), other, tmp_path / "r", resume=True, config=conf(other), progress=False)
+
+
+def test_one_training_process_per_run_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pixdiff.errors import InputError
+    from pixdiff.train.checkpoint import run_lock
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "run.lock").write_text(str(sleeper.pid))
+        with pytest.raises(InputError, match=f"in use by another training process \\(pid {sleeper.pid}\\)"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with run_lock(tmp_path):  # the holder is gone: a stale lock is taken over
+        assert (tmp_path / "run.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / "run.lock").exists()

@@ -5,6 +5,7 @@ for resuming. It holds tensors and plain Python values, so it loads with `weight
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,3 +33,34 @@ def load_state(out_dir: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file
         raise InputError(f"cannot read training state {path}: {e.__class__.__name__}: {e}") from None
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """One training process per run folder: a second one fails at once instead of interleaving checkpoints.
+    A lock left by a process that no longer exists (killed) is taken over."""
+    lock = Path(out) / "run.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            text = lock.read_text().strip()
+            pid = int(text) if text.isdigit() else 0
+            try:
+                alive = pid > 0 and (os.kill(pid, 0) is None)
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if alive:
+                raise InputError(f"{out} is in use by another training process (pid {pid}); wait for it or stop it")
+            lock.unlink(missing_ok=True)
+    else:
+        raise InputError(f"could not lock {out}")
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pixdiff.data.crops import step_generator
 from pixdiff.errors import InputError
-from pixdiff.train.checkpoint import load_state, save_state
+from pixdiff.train.checkpoint import load_state, run_lock, save_state
 from pixdiff.train.ema import EMA
 
 # RMSNorm without weights under bf16 autocast falls back to the unfused kernel and says so on every call.
@@ -74,6 +74,11 @@ def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = Fals
     """Run (or continue) training into out_dir; export the EMA weights at the end. Returns a summary dict."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _train(task, cfg, out, resume, config, progress)
+
+
+def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict | None, progress: bool) -> dict:
     model = task.model
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
