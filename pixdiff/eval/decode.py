@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue as queue_module
 import resource
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,7 +65,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory_mb(fn, device: str = "cpu") -> float:
+def peak_memory_mb(fn, device: str = "cpu", timeout: float = 300) -> float:
     """Peak memory that one call of fn adds, in MiB. CUDA: the allocator's peak above its starting point. CPU: fn
     runs once in a forked child (Linux), whose peak resident set is compared with its size at the fork; a fresh
     process, because an allocator that already served fn keeps its pages and would show no growth."""
@@ -78,6 +80,7 @@ def peak_memory_mb(fn, device: str = "cpu") -> float:
     queue = ctx.Queue()
 
     def child():
+        torch.set_num_threads(1)  # the parent's OpenMP thread pool does not survive fork(): one thread here
         start = _rss_bytes()
         fn()
         queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start) / 2**20)
@@ -85,10 +88,13 @@ def peak_memory_mb(fn, device: str = "cpu") -> float:
     proc = ctx.Process(target=child)
     proc.start()
     try:
-        mb = queue.get(timeout=600)
+        return queue.get(timeout=timeout)
+    except queue_module.Empty:
+        warnings.warn(f"peak memory: the measuring process gave no answer in {timeout} s", stacklevel=2)
+        return float("nan")
     finally:
+        proc.kill()
         proc.join()
-    return mb
 
 
 def tiles(x: torch.Tensor, size: int = TILE) -> torch.Tensor:
