@@ -96,4 +96,5 @@ def test_caption_dropout_and_cache():
     states = cs(["two red circles"] * 1000, torch.Generator().manual_seed(0))
     empty = sum(s.shape[0] == 2 for s in states)  # CLS SEP only
     assert 250 < empty < 350 and len(cs._states) == 2
-    assert torch.equal(states[0] if states[0].shape[0] == 5 else states[1], te.encode(["two red circles"])[0])
+    cached = states[0] if states[0].shape[0] == 5 else states[1]
+    assert torch.allclose(cached, te.encode(["two red circles"])[0], atol=1e-5)  # batched with padding: ~equal
