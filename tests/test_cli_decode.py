@@ -70,3 +70,16 @@ def test_eval_decode_writes_every_metric(decoder, photos, taef2_dir, tmp_path, c
             "seconds_per_image", "peak_memory_mb"} <= set(a)
     assert r["n"] == 12 and 0.8 < r["truth"]["blockiness"] < 1.2
     assert (tmp_path / "s.png").exists()
+
+
+def test_a_training_run_folder_decodes_with_its_current_ema(decoder):
+    import torch
+
+    from pixdiff.decoder import load_decoder
+
+    run = load_decoder(decoder.parent)  # the run folder: state.pt + its training config
+    release = load_decoder(decoder)
+    assert run.name.endswith("@20")
+    z = torch.randn(1, 48, 2, 2)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.allclose(run.decode(z, steps=2, generator=g()), release.decode(z, steps=2, generator=g()), atol=2e-2)

@@ -14,10 +14,14 @@ def save_decoder(model: PiD, folder: str | Path, **extra) -> Path:
 
 
 def load_decoder(name_or_path: str | Path) -> PiDDecoder:
-    """A PiD decoder by shipped name (e.g. "pid-f8c16-x4-teacher") or release folder."""
+    """A PiD decoder by shipped name (e.g. "pid-f8c16-x4-teacher"), release folder, or training run folder (its
+    current EMA weights)."""
     folder = shipped(str(name_or_path)) or Path(name_or_path)
     if not folder.exists():
         raise InputError(f"no decoder {str(name_or_path)!r}: not a shipped name and not a folder")
+    if (folder / "state.pt").exists():
+        from pixdiff.train.pid import load_run
+        return load_run(folder)
     config, state = load_release(folder, kind=KIND)
     try:
         model = PiD(PiDConfig.from_dict(config))

@@ -83,6 +83,39 @@ def aux_rgb_loss(pred: torch.Tensor, lq: torch.Tensor, weight: torch.Tensor, eps
     return (per_sample * weight).sum() / weight.sum().clamp(min=1)
 
 
+def model_config(cfg: PiDTrainConfig, signature: dict) -> PiDConfig:
+    """The PiD architecture a training configuration builds, for latents of `signature`."""
+    from pixdiff.ldm.text import DIM, TextEncoder
+
+    net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0, text_dim=DIM if cfg.text else 0)
+    return PiDConfig(net=net, latent_source=signature, scale=cfg.scale, adapter_hidden=cfg.adapter_hidden,
+                     objective=cfg.objective, shift=cfg.shift, prediction=cfg.prediction,
+                     text_encoder=TextEncoder.name if cfg.text else None)
+
+
+def load_run(folder: Path, source_weights=None):
+    """A decoder from a training run folder in progress: its EMA weights in state.pt (for comparing checkpoints
+    with `pixdiff eval decode --decoder runs/...`)."""
+    import json
+
+    from pixdiff.decoder import PiDDecoder
+    from pixdiff.latents import load_latent_source
+    from pixdiff.train.checkpoint import load_state
+
+    run = json.loads((folder / "config.json").read_text())
+    if run.get("model") != "pid":
+        raise InputError(f"{folder} is a training run of {run.get('model')!r}, not of a PiD decoder")
+    cfg = PiDTrainConfig(**run["model_config"])
+    source = load_latent_source(run["source"], source_weights)
+    if cfg.condition == "decoded":
+        from pixdiff.latents.decoded import DecodedSource
+        source = DecodedSource(source)
+    state = load_state(folder)
+    model = PiD(model_config(cfg, source_signature(source)))
+    model.load_state_dict(state["ema"])
+    return PiDDecoder(model, name=f"{folder.name}@{state['step']}")
+
+
 class PiDTask:
     def __init__(self, cfg: PiDTrainConfig, source, data_folders):
         if cfg.condition == "decoded":
@@ -93,12 +126,7 @@ class PiDTask:
         if cfg.text:
             from pixdiff.ldm.text import TextEncoder
             self.text = TextEncoder()
-        net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0,
-                      text_dim=self.text.dim if self.text else 0)
-        self.model = PiD(PiDConfig(net=net, latent_source=source_signature(source), scale=cfg.scale,
-                                   adapter_hidden=cfg.adapter_hidden, objective=cfg.objective, shift=cfg.shift,
-                                   prediction=cfg.prediction,
-                                   text_encoder=self.text.name if self.text else None))
+        self.model = PiD(model_config(cfg, source_signature(source)))
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
         if self.text:
             self.captions = [p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").exists() else ""
