@@ -83,6 +83,39 @@ def freeze_middle(student: PixelStudent, n_train: int) -> list[str]:
     return frozen
 
 
+def copy_matching(target: nn.Module, source_sd: dict, final: str, report: TransferReport,
+                  given: dict | None = None) -> None:
+    """Fill `target` from `source_sd` wherever name and shape match, skipping the final projection `final` (the
+    student replaces it); `given`: {name: (tensor, how)} for tensors derived otherwise. Records copied / new."""
+    with torch.no_grad():
+        for name, t in target.state_dict().items():
+            if name.startswith(final + "."):
+                continue
+            if given and name in given:
+                value, how = given[name]
+                t.copy_(value)
+                report.copied.append(f"{name} ({how})")
+            elif name in source_sd and source_sd[name].shape == t.shape:
+                t.copy_(source_sd[name])
+                report.copied.append(name)
+            else:
+                report.new.append(name)
+
+
+def param_counts(student: PixelStudent, report: TransferReport) -> dict:
+    """Parameter counts behind a report's tensor lists (names may carry a "(how)" note)."""
+    sd = student.state_dict()
+
+    def count(names):
+        keys = (n.split(" ")[0] for n in names)
+        return sum(sd[k if k.startswith("head.") else f"transformer.{k}"].numel() for k in keys)
+
+    params = list(student.parameters())
+    return {"copied": count(report.copied), "new": count(report.new),
+            "frozen": sum(p.numel() for p in params if not p.requires_grad),
+            "trainable": sum(p.numel() for p in params if p.requires_grad), "total": sum(p.numel() for p in params)}
+
+
 def make_head(kind: str, token_dim: int, patch: int, channels=None, widest: int = 128):
     if kind == "linear":
         return LinearHead(token_dim, patch)
@@ -105,29 +138,16 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     patch = want
     torch.manual_seed(seed)  # the new tensors' initialisation is part of the recipe
     pixel = type(source).from_config(fam.pixel_config(cfg, patch))
-    src_sd, report = source.state_dict(), TransferReport(fam.name, patch)
-    final = fam.final_key(pixel)
-    with torch.no_grad():
-        for name, t in pixel.state_dict().items():
-            if name.startswith(final + "."):
-                continue  # the final projection is removed below
-            if name in src_sd and src_sd[name].shape == t.shape:
-                t.copy_(src_sd[name])
-                report.copied.append(name)
-            else:
-                report.new.append(name)
+    report = TransferReport(fam.name, patch)
+    src_sd = source.state_dict()
+    copy_matching(pixel, src_sd, fam.final_key(pixel), report)
     copied = set(report.copied)
     report.removed = [n for n in src_sd if n not in copied]
     head_module = make_head(head, fam.token_dim(cfg), patch, widest=head_widest)
     student = PixelStudent(pixel, head_module)
     report.new += [f"head.{n}" for n, _ in head_module.named_parameters()]
     report.frozen = freeze_middle(student, n_train)
-    sd = student.state_dict()
-    count = lambda names: sum(sd[n if n.startswith("head.") else f"transformer.{n}"].numel() for n in names)  # noqa
-    report.params = {"copied": count(report.copied), "new": count(report.new),
-                     "frozen": sum(p.numel() for p in student.parameters() if not p.requires_grad),
-                     "trainable": sum(p.numel() for p in student.parameters() if p.requires_grad),
-                     "total": sum(p.numel() for p in student.parameters())}
+    report.params = param_counts(student, report)
     return student, report
 
 
@@ -145,19 +165,10 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
     new = type(old).from_config(fam.pixel_config(dict(old.config), patch))
     report = TransferReport(fam.name, patch)
     old_sd, key_old, key_new = old.state_dict(), fam.patch_embed_key(old), fam.patch_embed_key(new)
-    with torch.no_grad():
-        for name, t in new.state_dict().items():
-            if name == f"{key_new}.weight":
-                t.copy_(fam.grow_patch_embed(old_sd[f"{key_old}.weight"], student.patch, factor))
-                report.copied.append(f"{name} (grown from {key_old}.weight)")
-            elif name == f"{key_new}.bias":
-                t.copy_(old_sd[f"{key_old}.bias"])
-                report.copied.append(f"{name} (from {key_old}.bias)")
-            elif name in old_sd and old_sd[name].shape == t.shape:
-                t.copy_(old_sd[name])
-                report.copied.append(name)
-            else:
-                report.new.append(name)
+    copy_matching(new, old_sd, fam.final_key(new), report, given={
+        f"{key_new}.weight": (fam.grow_patch_embed(old_sd[f"{key_old}.weight"], student.patch, factor),
+                              f"grown from {key_old}.weight"),
+        f"{key_new}.bias": (old_sd[f"{key_old}.bias"], f"from {key_old}.bias")})
     extra = len(head_channels(patch)) - len(student.head.channels)
     head = DetailerHead(fam.token_dim(dict(new.config)), (*head_channels(patch)[:extra], *student.head.channels))
     head_sd, old_head = head.state_dict(), student.head.state_dict()
@@ -175,9 +186,7 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
         if not any(p.requires_grad for p in b.parameters()):
             blocks[i].requires_grad_(False)
             report.frozen.append(f"block {i}")
-    report.params = {"copied": 0, "new": 0, "frozen": sum(p.numel() for p in grown.parameters() if not p.requires_grad),
-                     "trainable": sum(p.numel() for p in grown.parameters() if p.requires_grad),
-                     "total": sum(p.numel() for p in grown.parameters())}
+    report.params = param_counts(grown, report)
     return grown, report
 
 
