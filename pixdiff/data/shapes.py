@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -159,6 +160,13 @@ def random_scene(rng: np.random.Generator, size: int = SIZE, kind: str | None = 
         return Scene(objs, _background(rng), caption, {"kind": kind})
 
 
+def scene_batch(n: int, rng: np.random.Generator, size: int = SIZE) -> tuple[torch.Tensor, list[str]]:
+    """n random scenes rendered as (n, 3, size, size) in [-1, 1], and their captions."""
+    scenes = [random_scene(rng, size) for _ in range(n)]
+    images = torch.from_numpy(np.stack([render(s, size) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return images, [s.caption for s in scenes]
+
+
 # ---- the checker -------------------------------------------------------------------------------------------------
 
 _COUNT = re.compile(rf"^(?:(?P<n>{'|'.join(NUMBERS)}|a|an) )(?P<c>{'|'.join(COLOURS)}) (?P<s>{'|'.join(SHAPES)})(?:s|es)?$")
@@ -177,7 +185,7 @@ def parse(caption: str) -> Requirement:
         if f" {rel} " in text:
             left, right = text.split(f" {rel} ")
             a, b = parse(left), parse(right)
-            if len(a.counts) != 1 or len(b.counts) != 1 or {**a.counts, **b.counts}.keys() != a.counts.keys() | b.counts.keys():
+            if len(a.counts) != 1 or len(b.counts) != 1 or a.counts.keys() == b.counts.keys():
                 raise ValueError(f"relation captions name two different single objects: {caption!r}")
             (ka,), (kb,) = a.counts, b.counts
             return Requirement({ka: a.counts[ka], kb: b.counts[kb]}, (ka, rel, kb))
@@ -200,6 +208,7 @@ class Found:
     area: int
 
 
+@lru_cache(maxsize=4096)
 def _templates(w: int, h: int) -> dict[str, np.ndarray]:
     """Each shape stretched to a w x h box (drawn at 4x, then down-sampled), as boolean masks."""
     out, k = {}, 4

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixdiff.data.shapes import random_scene
+from pixdiff.data.shapes import scene_batch
 from pixdiff.errors import InputError
 from pixdiff.flow.loss import flow_matching_loss
 from pixdiff.flow.schedule import sample_t_logit_normal
-from pixdiff.ldm.generator import GeneratorConfig, build_network
-from pixdiff.ldm.text import CaptionStates, TextEncoder
-from pixdiff.release import load_release, save_release
-from pixdiff.train.ldm import render_batch
+from pixdiff.ldm.generator import load_generator
+from pixdiff.ldm.text import CaptionStates
+from pixdiff.release import save_release
 from pixdiff.train.loop import OptimConfig
 
 
@@ -39,17 +38,14 @@ TRAIN_PRESETS = {
 
 class L2PTask:
     def __init__(self, cfg: L2PTrainConfig, init: str | Path, data: str | Path):
-        config, state = load_release(init)
-        if config.get("kind") != "l2p":
-            raise InputError(f"{init} is not an L2P student (kind {config.get('kind')!r}); make one with "
+        student = load_generator(init)
+        if not student.pixel:
+            raise InputError(f"{init} is not an L2P student (kind {student.cfg.kind!r}); make one with "
                              "`pixdiff transfer --source LDM --out DIR`")
-        self.gcfg = GeneratorConfig(**config)
-        self.cfg = cfg
-        self.model = build_network(self.gcfg)
-        self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        self.gcfg, self.cfg, self.model = student.cfg, cfg, student.velocity
         if cfg.full_finetune:
             self.model.requires_grad_(True)
-        self.captions = CaptionStates(TextEncoder(self.gcfg.max_tokens), cfg.caption_dropout)
+        self.captions = CaptionStates(student.text, cfg.caption_dropout)
         if str(data) == "shapes":
             self.data = None
         else:
@@ -63,8 +59,7 @@ class L2PTask:
     def batch(self, n: int, g: torch.Generator) -> dict:
         if self.data is None:
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
-            scenes = [random_scene(rng, self.gcfg.size) for _ in range(n)]
-            x, prompts = render_batch(scenes, self.gcfg.size), [s.caption for s in scenes]
+            x, prompts = scene_batch(n, rng, self.gcfg.size)
         else:
             x, prompts = self.data.sample(n, g)
         return {"x": x, "captions": self.captions(prompts, g)}

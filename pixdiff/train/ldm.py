@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixdiff.data.shapes import random_scene, render
+from pixdiff.data.shapes import scene_batch
 from pixdiff.flow.loss import flow_matching_loss
 from pixdiff.flow.schedule import sample_t_logit_normal
 from pixdiff.ldm.generator import GeneratorConfig
@@ -40,11 +40,6 @@ TRAIN_PRESETS = {
 }
 
 
-def render_batch(scenes, size: int) -> torch.Tensor:
-    """Scenes -> (B, 3, size, size) in [-1, 1]."""
-    return torch.from_numpy(np.stack([render(s, size) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 class LDMTask:
     def __init__(self, cfg: LDMTrainConfig, source):
         self.cfg, self.source = cfg, source
@@ -62,9 +57,9 @@ class LDMTask:
 
         zs, caps = [], []
         for i in tqdm(range(0, n, chunk), desc="encoding the scene pool", disable=n <= chunk, leave=False):
-            scenes = [random_scene(rng, self.cfg.size) for _ in range(min(chunk, n - i))]
-            zs.append(self.source.encode(render_batch(scenes, self.cfg.size)).half())
-            caps += [s.caption for s in scenes]
+            images, captions = scene_batch(min(chunk, n - i), rng, self.cfg.size)
+            zs.append(self.source.encode(images).half())
+            caps += captions
         return torch.cat(zs), caps
 
     @torch.no_grad()
