@@ -83,6 +83,14 @@ def aux_rgb_loss(pred: torch.Tensor, lq: torch.Tensor, weight: torch.Tensor, eps
     return (per_sample * weight).sum() / weight.sum().clamp(min=1)
 
 
+def conditioning_source(cfg: PiDTrainConfig, source):
+    """What the network is conditioned on: the source's latents, or (cascade baselines) its decoded image."""
+    if cfg.condition == "decoded":
+        from pixdiff.latents.decoded import DecodedSource
+        return DecodedSource(source)
+    return source
+
+
 def model_config(cfg: PiDTrainConfig, signature: dict) -> PiDConfig:
     """The PiD architecture a training configuration builds, for latents of `signature`."""
     from pixdiff.ldm.text import DIM, TextEncoder
@@ -106,10 +114,7 @@ def load_run(folder: Path, source_weights=None):
     if run.get("model") != "pid":
         raise InputError(f"{folder} is a training run of {run.get('model')!r}, not of a PiD decoder")
     cfg = PiDTrainConfig(**run["model_config"])
-    source = load_latent_source(run["source"], source_weights)
-    if cfg.condition == "decoded":
-        from pixdiff.latents.decoded import DecodedSource
-        source = DecodedSource(source)
+    source = conditioning_source(cfg, load_latent_source(run["source"], source_weights))
     state = load_state(folder)
     model = PiD(model_config(cfg, source_signature(source)))
     model.load_state_dict(state["ema"])
@@ -118,15 +123,12 @@ def load_run(folder: Path, source_weights=None):
 
 class PiDTask:
     def __init__(self, cfg: PiDTrainConfig, source, data_folders):
-        if cfg.condition == "decoded":
-            from pixdiff.latents.decoded import DecodedSource
-            source = DecodedSource(source)
-        self.cfg, self.source = cfg, source
+        self.cfg, self.source = cfg, conditioning_source(cfg, source)
         self.text = None
         if cfg.text:
             from pixdiff.ldm.text import TextEncoder
             self.text = TextEncoder()
-        self.model = PiD(model_config(cfg, source_signature(source)))
+        self.model = PiD(model_config(cfg, source_signature(self.source)))
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
         if self.text:
             self.captions = [p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").exists() else ""
@@ -174,7 +176,7 @@ class PiDTask:
     @torch.no_grad()
     def export(self, model: PiD, out_dir: Path) -> None:
         """fp16 release folder; records the std of clean training latents (the decoder's wrong-space guard)."""
-        b = self.batch(16, step_generator(12345, 0))
-        z = self.source.encode(b["lq"]).float()
+        lq = downsample(self.data.sample(16, step_generator(12345, 0)), self.cfg.scale)
+        z = self.source.encode(lq).float()
         model.cfg = replace(model.cfg, latent_std=round(float(z.std()), 4))
         save_decoder(model.float().eval(), out_dir)
