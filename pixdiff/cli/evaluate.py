@@ -53,6 +53,15 @@ def register(sub) -> None:
     e.set_defaults(func=run_l2p)
 
 
+def frechet_features(taef2):
+    """The Frechet features (TAEF2 encoder statistics), or None with a note when its weights are absent."""
+    if not taef2:
+        note("Frechet distance skipped: no TAEF2 weights for the features (set PIXDIFF_TAEF2 or pass --taef2)")
+        return None
+    from pixdiff.eval.features import TAEF2Features
+    return TAEF2Features(taef2)
+
+
 def run_decode(args) -> int:
     from pixdiff.data.crops import eval_crops
     from pixdiff.decoder import load_decoder
@@ -70,12 +79,7 @@ def run_decode(args) -> int:
                 raise InputError(f"--{role} {dec.name} super-resolves {dec.source['name']!r} at {dec.cfg.scale}x; "
                                  f"this comparison needs {source.name}-decoded at {pid.cfg.scale}x")
             extra[role] = dec
-    features = None
-    if args.taef2:
-        from pixdiff.eval.features import TAEF2Features
-        features = TAEF2Features(args.taef2)
-    else:
-        note("Frechet distance skipped: no TAEF2 weights for the features (set PIXDIFF_TAEF2 or pass --taef2)")
+    features = frechet_features(args.taef2)
     crops, names = eval_crops(args.data or default_photos("val"), args.size, args.per_image, seed=args.seed)
     methods = build_methods(source, pid, steps=args.steps, sampler=args.sampler, sigmas=args.sigmas, **extra)
     r = evaluate_decode(source, methods, crops, names, pid.cfg.scale, features, args.batch, args.seed,
@@ -102,12 +106,7 @@ def run_l2p(args) -> int:
 
     source = load_generator(args.source)
     students = [load_generator(s) for s in args.student]
-    features = None
-    if args.taef2:
-        from pixdiff.eval.features import TAEF2Features
-        features = TAEF2Features(args.taef2)
-    else:
-        note("Frechet distance skipped: no TAEF2 weights for the features (set PIXDIFF_TAEF2 or pass --taef2)")
+    features = frechet_features(args.taef2)
     r = evaluate_l2p(source, students, args.prompts, args.per_prompt, args.seed, args.steps, args.cfg, features,
                      progress=args.json != "-")
     samples = r.pop("samples")

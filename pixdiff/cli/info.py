@@ -22,7 +22,7 @@ def run(args) -> int:
 
     import pixdiff
     from pixdiff.latents.registry import NAMES, WEIGHTS_DIR, shipped
-    from pixdiff.train import ldm, pid, vae
+    from pixdiff.train import l2p, ldm, pid, vae
 
     taef2 = os.environ.get("PIXDIFF_TAEF2")
     info = {
@@ -30,7 +30,7 @@ def run(args) -> int:
         "diffusers": diffusers.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
         "presets": {"train vae": sorted(vae.TRAIN_PRESETS), "train pid": sorted(pid.TRAIN_PRESETS),
-                    "train ldm": sorted(ldm.TRAIN_PRESETS)},
+                    "train ldm": sorted(ldm.TRAIN_PRESETS), "train l2p": sorted(l2p.TRAIN_PRESETS)},
         "latent_sources": NAMES,
         "weights": {
             "shipped": sorted(p.name for p in WEIGHTS_DIR.iterdir() if shipped(p.name)) if WEIGHTS_DIR.is_dir() else [],

@@ -1,4 +1,4 @@
-"""`pixdiff train {vae,pid}`: train a model from a preset, resumable."""
+"""`pixdiff train {vae,pid,ldm,l2p}`: train a model from a preset, resumable."""
 from __future__ import annotations
 
 import json

@@ -89,12 +89,13 @@ def run_transfer(args) -> int:
 
     from pixdiff.ldm.generator import GeneratorConfig
     from pixdiff.release import save_release
+    from pixdiff.transfer.families import family_of
     from pixdiff.transfer.student import transfer
 
     if args.grow:
         return run_grow(args)
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
-    n_blocks = len(getattr(transformer, "layers", None) or getattr(transformer, "transformer_blocks", []))
+    n_blocks = len(family_of(transformer).blocks(transformer))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
     student, report = transfer(transformer, factor, n_train, seed=42, patch=args.patch, head=args.head)
     if gcfg is None:

@@ -66,7 +66,7 @@ def run(args) -> int:
             z = source.encode(x)
         g = torch.Generator().manual_seed(args.seed)
         y = dec.decode(z, sigma=args.sigma, steps=args.steps, sampler=args.sampler, generator=g,
-                       progress=args.json is None, prompt=args.prompt, guidance=args.guidance)
+                       progress=args.json != "-", prompt=args.prompt, guidance=args.guidance)
         dst = save_image(y[0, :, : h * args.scale, : w * args.scale], args.out / f"{path.stem}.png")
         results.append({"input": str(path), "output": str(dst), "size": [w * args.scale, h * args.scale]})
     emit(args, {"decoder": dec.name, "images": results},

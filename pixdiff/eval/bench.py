@@ -31,9 +31,8 @@ def bench_generate(source, student, size: int, steps: int = 30, repeats: int = 3
     """source: a latent Generator; student: a pixel (L2P) Generator; both run at size x size."""
     out = {"size": size, "steps": steps, "repeats": repeats}
     for gen in (source, student):
-        cfg = replace(gen.cfg, size=size)
-        f = 1 if gen.pixel else cfg.latent_source["factor"]
-        c = 3 if gen.pixel else cfg.latent_source["channels"]
+        src = gen.cfg.latent_source
+        f, c = (1, 3) if gen.pixel else (src["factor"], src["channels"])
         x = torch.randn(2, c, size // f, size // f)
         caps = gen.text.encode(["two red circles", ""])
         t = torch.full((2,), 0.5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from pixdiff.data.shapes import check
+from pixdiff.data.shapes import check, parse
 from pixdiff.eval.metrics import frechet_distance
 from pixdiff.transfer.synth import heldout_prompts
 
@@ -30,8 +30,8 @@ def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> d
     ok = [check(im, p)["ok"] for im, p in zip(images, jobs)]
     by_cat: dict[str, list[bool]] = {}
     for p, o in zip(jobs, ok):
-        cat = "relation" if any(r in p for r in (" left of ", " right of ", " above ", " below ")) else \
-            "composition" if " and " in p else "counting"
+        req = parse(p)
+        cat = "relation" if req.relation else "composition" if len(req.counts) > 1 else "counting"
         by_cat.setdefault(cat, []).append(o)
     return {"accuracy": round(sum(ok) / len(ok), 4),
             "by_category": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_cat.items())}, "n": len(ok)}
