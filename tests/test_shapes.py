@@ -72,3 +72,8 @@ def test_plurals_read_naturally():
 
     assert count_phrase(2, "red", "cross") == "two red crosses" and count_phrase(1, "red", "cross") == "one red cross"
     assert parse("three blue crosses").counts == {("blue", "cross"): 3}
+
+
+def test_a_relation_needs_two_different_objects():
+    with pytest.raises(ValueError, match="two different single objects"):
+        parse("a red circle to the left of a red circle")
