@@ -163,9 +163,9 @@ def test_rgb_condition_is_the_upsampled_aux_estimate_faded_by_sigma():
     z = torch.randn(3, 48, 2, 2)
     sigma, keep = torch.tensor([0.0, 0.4, 0.0]), torch.tensor([True, True, False])
     with torch.no_grad():
-        trunk = model.adapter.trunk_map(z)
-        c = model.rgb_condition(trunk, sigma, keep, (32, 32))
-        rgb = torch.nn.functional.interpolate(model.adapter.aux_rgb(trunk), size=(32, 32), mode="bilinear")
+        _, lq = model.latent_branch(z)  # (3, 3, 8, 8)
+        c = model.rgb_condition(lq, sigma, keep, (32, 32))
+        rgb = torch.nn.functional.interpolate(lq, size=(32, 32), mode="bicubic")
     assert c.shape == (3, 3, 32, 32)
     assert torch.allclose(c[0], rgb[0], atol=1e-6)  # clean latent: the estimate itself
     g = torch.sigmoid(torch.tensor(2 - 5 * 0.4)) / torch.sigmoid(torch.tensor(2.0))
@@ -222,3 +222,48 @@ def test_x0_prediction_returns_the_velocity_of_the_predicted_image():
     assert torch.allclose(v[0], x[0] / 0.5) and torch.allclose(v[1], x[1] / 0.05)
     with pytest.raises(ValueError, match="prediction must be"):
         PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, prediction="eps"))
+
+
+def test_residual_model_starts_by_decoding_to_the_upsampled_estimate():
+    """Zero output layer + residual: x0 = the RGB condition, so one Euler step from t = 1 lands on it exactly."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = PiD(PiDConfig(net=replace(PRESETS["tiny"], cond_channels=3), latent_source=PIX4, adapter_hidden=8,
+                          adapter_blocks=1, prediction="x0", residual=True, rgb_head="decoder"))
+    z = torch.randn(2, 48, 2, 2)
+    with torch.no_grad():
+        cond = model.rgb_condition(model.latent_branch(z)[1], torch.zeros(2), None, (32, 32))
+    out = PiDDecoder(model, "r").decode(z, steps=1, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, cond.clamp(-1, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="residual adds"):
+        PiD(PiDConfig(net=replace(PRESETS["tiny"], cond_channels=3), latent_source=PIX4, residual=True))
+
+
+def test_decoder_head_initialised_from_the_vae_reproduces_its_decode():
+    from pixdiff.nn.lq_decoder import LQDecoder, init_from_vae
+
+    vae = load_latent_source("vae-f8c16")
+    head = LQDecoder(16, 8)
+    copied = init_from_vae(head, vae)
+    assert len(copied) == len(head.state_dict())  # every tensor, normalisation folded into latent_in
+    z = vae.encode(torch.rand(1, 3, 32, 48) * 2 - 1)  # (1, 16, 4, 6)
+    with torch.no_grad():
+        assert torch.allclose(head(z).clamp(-1, 1), vae.decode(z), atol=2e-3)
+    other = LQDecoder(32, 8)  # taef2's channel count: all but the input layers
+    new = set(other.state_dict()) - {c.split(" ")[0] for c in init_from_vae(other, vae)}
+    assert new == {"latent_in.weight", "latent_in.bias", "decoder.conv_in.weight"}
+    with pytest.raises(ValueError, match="factor of 2, 4 or 8"):
+        LQDecoder(16, 3)
+    with pytest.raises(ValueError, match="AutoencoderKL"):
+        init_from_vae(head, load_latent_source("pixels-f4"))
+
+
+def test_identity_head_needs_a_decoded_image():
+    from pixdiff.nn.latent_adapter import LatentAdapter
+
+    a = LatentAdapter(3, 1, 4, 16, 32, 2, hidden=8, aux_rgb=True, rgb_head="identity")
+    x = torch.randn(1, 3, 4, 4)
+    assert torch.equal(a.aux_rgb(x, a.trunk_map(x)), x)
+    with pytest.raises(ValueError, match="decoded image"):
+        LatentAdapter(16, 8, 4, 16, 32, 2, aux_rgb=True, rgb_head="identity")

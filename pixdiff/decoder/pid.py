@@ -36,9 +36,12 @@ class PiDConfig:
     adapter_hidden: int = 128
     adapter_blocks: int = 2
     aux_rgb: bool = True  # v1.5's low-resolution RGB head (a training loss)
+    rgb_head: str = "linear"  # "linear": v1.5's per-token head; "decoder": a VAE-decoder-shaped net (nn/lq_decoder)
     objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
     prediction: str = "v"  # what the network outputs: "v" (velocity) or "x0" (the clean image, JiT); the model
     # always returns a velocity, v = (x_t - x0) / t with t >= T_MIN in the division
+    residual: bool = False  # x0 = the upsampled RGB condition + the network's output (needs x0 and cond_channels 3):
+    # with a zero output layer the untrained model decodes to the adapter's estimate, and training learns the detail
     shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
     latent_std: float = 1.0  # measured on training latents: a guard against latents of another space
     text_encoder: str | None = None  # optional caption conditioning (net.text_dim > 0): "all-MiniLM-L6-v2"
@@ -62,46 +65,57 @@ class PiD(nn.Module):
             raise ValueError(f"prediction must be 'v' or 'x0', got {cfg.prediction!r}")
         if cfg.net.cond_channels not in (0, 3) or cfg.net.cond_channels and not cfg.aux_rgb:
             raise ValueError("the per-pixel condition of PiD is the adapter's RGB estimate: cond_channels 3, aux_rgb")
+        if cfg.residual and (cfg.prediction != "x0" or not cfg.net.cond_channels):
+            raise ValueError("residual adds the network's x0 to the RGB condition: it needs prediction 'x0' and "
+                             "cond_channels 3")
         self.adapter = LatentAdapter(src["channels"], src["factor"], cfg.scale, cfg.net.patch, cfg.net.dim,
                                      n_inject=len(self.net.injection_points) + 1, hidden=cfg.adapter_hidden,
-                                     n_blocks=cfg.adapter_blocks, aux_rgb=cfg.aux_rgb)
+                                     n_blocks=cfg.adapter_blocks, aux_rgb=cfg.aux_rgb, rgb_head=cfg.rgb_head)
+
+    def latent_branch(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the latent path computes independently of t (once per decode): the trunk map (B, hidden, gh, gw) and
+        the low-resolution RGB estimate (B, 3, h f, w f), or None without an aux head."""
+        trunk = self.adapter.trunk_map(latents)
+        return trunk, self.adapter.aux_rgb(latents, trunk) if self.adapter.aux is not None else None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, sigma: torch.Tensor,
-                keep: torch.Tensor | None = None, trunk: torch.Tensor | None = None,
+                keep: torch.Tensor | None = None, branch: tuple | None = None,
                 text: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, H, W) noisy image at time t (B,); latents (B, C, h, w) at noise level sigma (B,), with
         H = h * factor * scale. keep (B,) bool: False drops the latent (latent dropout; unconditional).
-        text: (B, text_dim) pooled caption embedding, for models trained with captions.
-        Returns the velocity (B, 3, H, W)."""
-        trunk = self.adapter.trunk_map(latents) if trunk is None else trunk  # (B, hidden, gh, gw)
+        branch: latent_branch(latents), when already computed. text: (B, text_dim) pooled caption embedding, for
+        models trained with captions. Returns the velocity (B, 3, H, W)."""
+        trunk, lq = self.latent_branch(latents) if branch is None else branch
         feats = self.adapter.features(trunk=trunk)  # each (B, N, D)
         if keep is not None:
             feats = [f * keep.view(-1, 1, 1).to(f.dtype) for f in feats]
-        out = self.net(x, t, self.adapter, feats, sigma, cond=self.rgb_condition(trunk, sigma, keep, x.shape[-2:]),
-                       text=text)
+        cond = self.rgb_condition(lq, sigma, keep, x.shape[-2:])  # (B, 3, H, W) or None
+        out = self.net(x, t, self.adapter, feats, sigma, cond=cond, text=text)
+        if self.cfg.residual:
+            out = out + cond.to(out.dtype)
         if self.cfg.prediction == "x0":  # JiT: clean images are easier for a patch bottleneck than noise
             return (x - out) / t.clamp(min=T_MIN).view(-1, 1, 1, 1).to(out.dtype)
         return out
 
-    def rgb_condition(self, trunk, sigma, keep, size) -> torch.Tensor | None:
-        """The latent's direct path to every pixel (net.cond_channels = 3): the adapter's low-resolution RGB estimate,
-        upsampled bilinearly to (B, 3, H, W), faded as the latent's noise grows (the adapter's initial gate curve,
+    def rgb_condition(self, lq, sigma, keep, size) -> torch.Tensor | None:
+        """The latent's direct path to every pixel (net.cond_channels = 3): the adapter's low-resolution RGB estimate
+        lq, upsampled (bicubic) to (B, 3, H, W), faded as the latent's noise grows (the adapter's initial gate curve,
         sigmoid(2 - 5 sigma) / sigmoid(2)) and zeroed for dropped latents."""
         if not self.cfg.net.cond_channels:
             return None
-        rgb = F.interpolate(self.adapter.aux_rgb(trunk), size=tuple(size), mode="bilinear", align_corners=False)
+        rgb = F.interpolate(lq, size=tuple(size), mode="bicubic", align_corners=False)
         w = torch.sigmoid(2 - 5 * sigma) / torch.sigmoid(torch.tensor(2.0))
         if keep is not None:
             w = w * keep
         return rgb * w.view(-1, 1, 1, 1).to(rgb.dtype)
 
-    def regress(self, latents: torch.Tensor, sigma: torch.Tensor, trunk: torch.Tensor | None = None,
+    def regress(self, latents: torch.Tensor, sigma: torch.Tensor, branch: tuple | None = None,
                 text: torch.Tensor | None = None) -> torch.Tensor:
         """The one-step output of an `l1` model: x0 = x_t - t v at x_t = 0 (the noise mean), t = 1."""
         b, _, h, w = latents.shape
         f = self.cfg.latent_source["factor"] * self.cfg.scale
         x = torch.zeros(b, 3, h * f, w * f, dtype=latents.dtype, device=latents.device)
-        return -self(x, torch.ones(b, device=latents.device), latents, sigma, trunk=trunk, text=text)
+        return -self(x, torch.ones(b, device=latents.device), latents, sigma, branch=branch, text=text)
 
 
 class PiDDecoder:
@@ -162,10 +176,10 @@ class PiDDecoder:
         self.check(latents, sigma, scale)
         z, (h, w) = self._pad(latents.float())
         f = self.source["factor"] * self.cfg.scale
-        trunk = self.model.adapter.trunk_map(z)  # the latent branch does not depend on t: run it once
+        branch = self.model.latent_branch(z)  # it does not depend on t: run it once
         text = self.text_states(prompt, b)
         if self.cfg.objective == "l1":
-            x = self.model.regress(z, sigma, trunk=trunk, text=text)
+            x = self.model.regress(z, sigma, branch=branch, text=text)
         else:
             shape = (b, 3, z.shape[-2] * f, z.shape[-1] * f)
             x = torch.randn(shape, generator=generator)
@@ -174,8 +188,8 @@ class PiDDecoder:
 
             def net(x_t, t, txt):  # the latent (and its noise level) condition every branch
                 k = len(x_t) // b
-                return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), trunk=trunk.repeat(k, 1, 1, 1),
-                                  text=txt)
+                rep = tuple(None if a is None else a.repeat(k, 1, 1, 1) for a in branch)
+                return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), branch=rep, text=txt)
 
             if text is None:
                 velocity = lambda x_t, t: net(x_t, t, None)  # noqa: E731

@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from pixdiff.data.shapes import check, parse
-from pixdiff.eval.metrics import frechet_distance
+import numpy as np
+
+from pixdiff.data.shapes import check, parse, scene_batch
+from pixdiff.eval.metrics import frechet_distance, psnr
 from pixdiff.transfer.synth import heldout_prompts
 
 
@@ -37,12 +39,23 @@ def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> d
             "by_category": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_cat.items())}, "n": len(ok)}
 
 
+@torch.no_grad()
+def reference(source, n: int, seed: int, size: int) -> dict:
+    """The checker on n random ground-truth renders and on the same renders encoded and decoded by `source`."""
+    images, captions = scene_batch(n, np.random.default_rng(seed), size)
+    rt = torch.cat([source.decode(source.encode(images[i : i + 32])) for i in range(0, n, 32)])
+    return {"renders": geneval_lite(images, captions, 1),
+            "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
+                          **geneval_lite(rt, captions, 1)}}
+
+
 def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0, steps=None,
                  cfg=None, features=None, progress: bool = True) -> dict:
     prompts = heldout_prompts(n_prompts)
     ref = sample_all(source, prompts, per_prompt, seed, steps, cfg, progress=progress)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
-              "source": {"name": source.name, **geneval_lite(ref, prompts, per_prompt)}, "students": {}}
+              "source": {"name": source.name, **geneval_lite(ref, prompts, per_prompt)}, "students": {},
+              "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size)}
     samples = {source.name: ref}
     ref_feats = features(ref) if features is not None else None
     for st in students:
@@ -67,4 +80,11 @@ def markdown_table(result: dict) -> str:
     for name, r in result["students"].items():
         lines.append(f"| {name} | {r['accuracy']} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats)
                      + f" | {r['retention']} | {r.get('frechet_to_source', '')} |")
+    ref = result.get("reference")
+    if ref:
+        rt = ref["roundtrip"]
+        for name, r in ((f"truth renders (random scenes, n={ref['renders']['n']})", ref["renders"]),
+                        (f"the same through {rt['source']} ({rt['psnr']} dB)", rt)):
+            lines.append(f"| {name} | {r['accuracy']} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats)
+                         + " | | |")
     return "\n".join(lines)

@@ -6,8 +6,10 @@ the patch tokens through a gate that closes as the latent's noise level sigma gr
 so g is about 0.88 for a clean latent, 0.5 at sigma = 0.4 and 0.05 at sigma = 1. The heads producing f_i are
 zero-initialised (the adapter starts as a no-op); the gates are not, to avoid a dead zone next to the zero heads.
 
-With `aux_rgb` (PiD v1.5), a small head also predicts the low-resolution RGB image from the trunk: a training-only
-loss that makes the trunk carry the latent's colours from the start (v1.5 added it against colour drift).
+With `aux_rgb` (PiD v1.5), a small head also predicts the low-resolution RGB image: a training loss that makes the
+latent branch carry the latent's colours from the start (v1.5 added it against colour drift). `rgb_head="linear"` is
+v1.5's per-token head on the trunk; `"decoder"` a VAE-decoder-shaped net on the latents themselves (nn/lq_decoder.py);
+`"identity"` passes through a "latent" that already is the LQ image (the cascades, conditioned on a decoded image).
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ class ResBlock(nn.Module):
 
 class LatentAdapter(nn.Module):
     def __init__(self, latent_channels: int, latent_factor: int, scale: int, patch: int, dim: int,
-                 n_inject: int, hidden: int = 128, n_blocks: int = 2, aux_rgb: bool = False):
+                 n_inject: int, hidden: int = 128, n_blocks: int = 2, aux_rgb: bool = False,
+                 rgb_head: str = "linear"):
         super().__init__()
         r = align_ratio(latent_factor, scale, patch)
         if r >= 1 and r.denominator != 1 or r < 1 and (1 / r).denominator != 1:
@@ -50,11 +53,22 @@ class LatentAdapter(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, dim) for _ in range(n_inject))
         self.gates = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(n_inject))
         self.log_slope = nn.Parameter(torch.full((n_inject,), math.log(5.0)))  # a
+        if rgb_head not in ("linear", "decoder", "identity"):
+            raise ValueError(f"rgb_head must be 'linear', 'decoder' or 'identity', got {rgb_head!r}")
+        if aux_rgb and rgb_head == "identity" and (latent_channels, latent_factor) != (3, 1):
+            raise ValueError("rgb_head='identity' needs a decoded image (3 channels, factor 1) as its input")
         self.aux_pixels = patch // scale if aux_rgb else 0  # low-resolution pixels per token side
-        if aux_rgb and patch % scale:
+        if aux_rgb and rgb_head == "linear" and patch % scale:
             raise ValueError(f"aux_rgb needs the patch {patch} to be a multiple of the scale {scale}")
-        self.aux = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, 3 * self.aux_pixels**2)) if aux_rgb else None
+        self.rgb_head, self.aux = rgb_head, None
+        if aux_rgb and rgb_head == "linear":
+            self.aux = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, 3 * self.aux_pixels**2))
+        elif aux_rgb and rgb_head == "identity":
+            self.aux = nn.Identity()
+        elif aux_rgb:
+            from pixdiff.nn.lq_decoder import LQDecoder
+            self.aux = LQDecoder(latent_channels, latent_factor)
         for head in self.heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -77,8 +91,11 @@ class LatentAdapter(nn.Module):
         tokens = trunk.flatten(2).transpose(1, 2)  # (B, N, hidden)
         return [head(tokens) for head in self.heads]
 
-    def aux_rgb(self, trunk: torch.Tensor) -> torch.Tensor:
-        """(B, hidden, gh, gw) trunk map -> the predicted low-resolution image (B, 3, gh a, gw a), a = patch / scale."""
+    def aux_rgb(self, latents: torch.Tensor, trunk: torch.Tensor) -> torch.Tensor:
+        """The predicted low-resolution image (B, 3, h f, w f) from the latents (B, C, h, w) ("decoder" head) or
+        their (B, hidden, gh, gw) trunk map ("linear": a = patch / scale pixels per token side)."""
+        if self.rgb_head != "linear":
+            return self.aux(latents)
         y = self.aux(trunk.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 3 a^2, gh, gw)
         return F.pixel_shuffle(y, self.aux_pixels)
 

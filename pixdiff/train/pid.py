@@ -36,6 +36,9 @@ class PiDTrainConfig:
     condition: str = "latent"  # "latent": PiD; "decoded": the source's decoded image (cascade baselines)
     objective: str = "flow"  # "flow" or "l1" (one-step regression)
     prediction: str = "v"  # network output: "v" or "x0" (JiT-style x-prediction, still the velocity loss)
+    residual: bool = False  # x0 = upsampled RGB estimate + network output (PiDConfig.residual)
+    rgb_head: str = "linear"  # the adapter's LQ estimate: "linear" (v1.5), "decoder", "identity" (decoded input)
+    rgb_init: str | None = None  # a latent source whose VAE decoder initialises the "decoder" head (vae-f8c16)
     scale: int = 4
     crop: int = 256
     max_zoom: float = 4.0
@@ -48,23 +51,31 @@ class PiDTrainConfig:
     caption_dropout: float = 0.1
 
 
+# The teacher: x0 output residual around the decoder head's LQ estimate, that head starting as vae-f8c16's decoder
+# (for taef2 all but its input layers). The baselines: the same network on the source's decoded image, residual
+# around its bicubic upsampling. v1 / x0: the first designs (docs/benchmarks.md), a linear aux head, no residual.
+SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_init="vae-f8c16")
+CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
+REGRESSION = replace(CASCADE, objective="l1", latent_dropout=0.0)
+SMALL_OPT = OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)
+TINY_OPT = OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)
+
+
+def _tiny(cfg: PiDTrainConfig) -> PiDTrainConfig:  # tests: seconds on CPU, any latent source
+    return replace(cfg, net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, rgb_init=None)
+
+
 TRAIN_PRESETS = {
-    "tiny": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0),
-             OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
-    # about 1.1 s per step on 2 idle CPU cores
-    "small": (PiDTrainConfig(), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
-    "tiny-cascade": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, condition="decoded"),
-                     OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
-    "tiny-regression": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, condition="decoded",
-                                       objective="l1"), OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
-    "tiny-text": (PiDTrainConfig(net="tiny", adapter_hidden=16, crop=64, max_zoom=1.0, text=True),
-                  OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)),
-    "small-x0": (PiDTrainConfig(prediction="x0"), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
-    "small-text": (PiDTrainConfig(text=True), OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
-    "small-cascade": (PiDTrainConfig(condition="decoded", noise_prob=0.0),
-                      OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
-    "small-regression": (PiDTrainConfig(condition="decoded", objective="l1", noise_prob=0.0, latent_dropout=0.0),
-                         OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)),
+    "small": (SMALL, SMALL_OPT),  # about 1 s per step on 2 idle CPU cores
+    "small-text": (replace(SMALL, text=True), SMALL_OPT),
+    "small-cascade": (CASCADE, SMALL_OPT),
+    "small-regression": (REGRESSION, SMALL_OPT),
+    "small-v1": (PiDTrainConfig(), SMALL_OPT),
+    "small-x0": (PiDTrainConfig(prediction="x0"), SMALL_OPT),
+    "tiny": (_tiny(SMALL), TINY_OPT),
+    "tiny-text": (_tiny(replace(SMALL, text=True)), TINY_OPT),
+    "tiny-cascade": (_tiny(CASCADE), TINY_OPT),
+    "tiny-regression": (_tiny(REGRESSION), TINY_OPT),
 }
 
 
@@ -97,7 +108,8 @@ def model_config(cfg: PiDTrainConfig, signature: dict) -> PiDConfig:
 
     net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0, text_dim=DIM if cfg.text else 0)
     return PiDConfig(net=net, latent_source=signature, scale=cfg.scale, adapter_hidden=cfg.adapter_hidden,
-                     objective=cfg.objective, shift=cfg.shift, prediction=cfg.prediction,
+                     objective=cfg.objective, shift=cfg.shift, prediction=cfg.prediction, residual=cfg.residual,
+                     rgb_head=cfg.rgb_head,
                      text_encoder=TextEncoder.name if cfg.text else None)
 
 
@@ -129,6 +141,10 @@ class PiDTask:
             from pixdiff.ldm.text import TextEncoder
             self.text = TextEncoder()
         self.model = PiD(model_config(cfg, source_signature(self.source)))
+        if cfg.rgb_init:  # (a resumed run then loads its own weights over these)
+            from pixdiff.latents import load_latent_source
+            from pixdiff.nn.lq_decoder import init_from_vae
+            init_from_vae(self.model.adapter.aux, load_latent_source(cfg.rgb_init))
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
         if self.text:
             self.captions = [p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").exists() else ""
@@ -156,19 +172,19 @@ class PiDTask:
 
     def loss(self, model: PiD, b: dict, g: torch.Generator):
         hq, z, sigma, keep = b["hq"], b["z"], b["sigma"], b["keep"]
-        trunk = model.adapter.trunk_map(z)
+        branch = model.latent_branch(z)  # (trunk map, LQ estimate)
         if self.cfg.objective == "l1":
-            main = (model.regress(z, sigma, trunk=trunk, text=b["text"]).float() - hq).abs().mean()
+            main = (model.regress(z, sigma, branch=branch, text=b["text"]).float() - hq).abs().mean()
         else:
             s = resolution_shift(hq.shape[-2] * hq.shape[-1], base_shift=self.cfg.shift)
             t = sample_t_logit_normal(hq.shape[0], generator=g, s=s)
             eps = torch.randn(hq.shape, generator=g)
-            v = model(interpolate(hq, eps, t), t, z, sigma, keep, trunk=trunk, text=b["text"])
+            v = model(interpolate(hq, eps, t), t, z, sigma, keep, branch=branch, text=b["text"])
             main = velocity_loss(v, hq, eps).mean()
         stats = {"main": main.detach()}
         loss = main
-        if model.adapter.aux is not None and self.cfg.aux_weight > 0:
-            aux = aux_rgb_loss(model.adapter.aux_rgb(trunk), b["lq"], (1 - sigma) * keep)
+        if branch[1] is not None and self.cfg.rgb_head != "identity" and self.cfg.aux_weight > 0:
+            aux = aux_rgb_loss(branch[1], b["lq"], (1 - sigma) * keep)
             loss = loss + self.cfg.aux_weight * aux
             stats["aux_rgb"] = aux.detach()
         return loss, stats
