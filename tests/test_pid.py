@@ -267,3 +267,14 @@ def test_identity_head_needs_a_decoded_image():
     assert torch.equal(a.aux_rgb(x, a.trunk_map(x)), x)
     with pytest.raises(ValueError, match="decoded image"):
         LatentAdapter(16, 8, 4, 16, 32, 2, aux_rgb=True, rgb_head="identity")
+
+
+def test_temperature_scales_the_starting_noise():
+    """An untrained velocity model (zero output layer) leaves the starting noise as it is: the output is that noise."""
+    dec = PiDDecoder(PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, adapter_hidden=8, adapter_blocks=1)), "t")
+    z = torch.randn(1, 48, 2, 2)
+    out = dec.decode(z, steps=2, generator=torch.Generator().manual_seed(0), temperature=0.5)
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, (0.5 * noise).clamp(-1, 1))
+    with pytest.raises(InputError, match="temperature must be"):
+        dec.decode(z, temperature=0)

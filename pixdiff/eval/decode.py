@@ -38,8 +38,10 @@ class Method:
 
 
 def build_methods(source, pid, regression=None, cascade=None, steps: int = 25, sampler: str = "euler",
-                  sigmas=(0.1, 0.2, 0.4)) -> list[Method]:
+                  sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0) -> list[Method]:
     scale = pid.cfg.scale
+    kw = {"steps": steps, "sampler": sampler, "temperature": temperature}
+    nfe = steps * (2 if sampler == "heun" else 1)  # network evaluations per image
 
     def bicubic(b, g):
         d = b["decoded"]
@@ -49,14 +51,14 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = 25, s
     if regression is not None:
         methods.append(Method("(b) decode + regression SR", 1, lambda b, g: regression.decode(b["decoded"])))
     if cascade is not None:
-        methods.append(Method("(c) decode + diffusion SR", steps, lambda b, g: cascade.decode(
-            b["decoded"], steps=steps, sampler=sampler, generator=g)))
-    methods.append(Method("(d) PiD", steps, lambda b, g: pid.decode(b["z"], steps=steps, sampler=sampler, generator=g)))
+        methods.append(Method("(c) decode + diffusion SR", nfe, lambda b, g: cascade.decode(
+            b["decoded"], generator=g, **kw)))
+    methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **kw)))
     for s in sigmas:
         def noised(b, g, s=s):
             z = interpolate(b["z"], torch.randn(b["z"].shape, generator=g), s)
-            return pid.decode(z, sigma=s, steps=steps, sampler=sampler, generator=g)
-        methods.append(Method(f"(d) PiD, sigma={s}", steps, noised))
+            return pid.decode(z, sigma=s, generator=g, **kw)
+        methods.append(Method(f"(d) PiD, sigma={s}", nfe, noised))
     return methods
 
 

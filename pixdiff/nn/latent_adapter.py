@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixdiff.nn.lq_decoder import LQDecoder
+
 
 def align_ratio(latent_factor: int, scale: int, patch: int) -> Fraction:
     """r = output pixels per latent cell / patch size: > 1 upsample the latent grid, < 1 fold it into channels."""
@@ -67,7 +69,6 @@ class LatentAdapter(nn.Module):
         elif aux_rgb and rgb_head == "identity":
             self.aux = nn.Identity()
         elif aux_rgb:
-            from pixdiff.nn.lq_decoder import LQDecoder
             self.aux = LQDecoder(latent_channels, latent_factor)
         for head in self.heads:
             nn.init.zeros_(head.weight)
