@@ -278,3 +278,13 @@ def test_temperature_scales_the_starting_noise():
     assert torch.allclose(out, (0.5 * noise).clamp(-1, 1))
     with pytest.raises(InputError, match="temperature must be"):
         dec.decode(z, temperature=0)
+
+
+def test_latent_guidance_zero_is_the_unconditional_model():
+    dec = tiny_decoder()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    z1, z2 = torch.randn(1, 48, 2, 2), torch.randn(1, 48, 2, 2)
+    u1 = dec.decode(z1, steps=2, generator=g(), latent_guidance=0.0)
+    assert torch.allclose(u1, dec.decode(z2, steps=2, generator=g(), latent_guidance=0.0), atol=1e-6)
+    assert not torch.allclose(u1, dec.decode(z1, steps=2, generator=g()), atol=1e-3)
+    assert torch.equal(dec.decode(z1, steps=2, generator=g(), latent_guidance=1.0), dec.decode(z1, steps=2, generator=g()))

@@ -26,6 +26,8 @@ def register(sub) -> None:
     d.add_argument("--steps", type=int, default=25, help="sampling steps for (c) and (d)")
     d.add_argument("--sampler", default="euler", choices=["euler", "heun", "x0-renoise"])
     d.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale for (c) and (d) (default 1)")
+    d.add_argument("--latent-guidance", type=float, default=1.0,
+                   help="guidance against the latent-dropped model for (c) and (d) (default 1: off; > 1: 2x calls)")
     d.add_argument("--sigmas", type=float, nargs="*", default=[0.1, 0.2, 0.4], help="latent noise levels for (d)")
     d.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")
     d.add_argument("--taef2", type=Path, default=os.environ.get("PIXDIFF_TAEF2"),
@@ -83,7 +85,7 @@ def run_decode(args) -> int:
     features = frechet_features(args.taef2)
     crops, names = eval_crops(args.data or default_photos("val"), args.size, args.per_image, seed=args.seed)
     methods = build_methods(source, pid, steps=args.steps, sampler=args.sampler, sigmas=args.sigmas,
-                            temperature=args.temperature, **extra)
+                            temperature=args.temperature, latent_guidance=args.latent_guidance, **extra)
     r = evaluate_decode(source, methods, crops, names, pid.cfg.scale, features, args.batch, args.seed,
                         progress=args.json != "-")
     outputs, lq = r.pop("outputs"), r.pop("lq")
@@ -95,7 +97,8 @@ def run_decode(args) -> int:
         cols = {k.split(" ")[0] if k.startswith("(") and "sigma" not in k else k.replace("(d) PiD, ", ""): v
                 for k, v in cols.items()}
         r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
-    r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=args.temperature, data=[str(d) for d in args.data or
+    r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
+             latent_guidance=args.latent_guidance, data=[str(d) for d in args.data or
              default_photos("val")], **{role: dec.name for role, dec in extra.items()})
     emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
                   f"{args.sampler} steps\n\n" + markdown_table(r))

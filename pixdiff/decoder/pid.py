@@ -165,15 +165,18 @@ class PiDDecoder:
     def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int | None = None,
                sampler: str = "euler", scale: int | None = None, generator: torch.Generator | None = None,
                progress: bool = False, prompt: str | list[str] | None = None, guidance: float = 1.0,
-               temperature: float = 1.0) -> torch.Tensor:
+               temperature: float = 1.0, latent_guidance: float = 1.0) -> torch.Tensor:
         """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1].
         steps: sampler steps (default 25); scale: checked against the checkpoint's (None: its own).
         prompt / guidance: for decoders trained with captions; guidance is text-only (the latent conditions both
         branches, as in PiD). temperature: scale of the starting noise; below 1 the sampler invents less detail
-        (the usual trade of detail energy against fidelity)."""
+        (the usual trade of detail energy against fidelity). latent_guidance: classifier-free guidance against the
+        model with the latent dropped (trained with latent dropout); > 1 doubles the network calls per step."""
         steps = steps or DEFAULT_STEPS
         if not 0 < temperature <= 1.5:
             raise InputError(f"temperature must be in (0, 1.5], got {temperature}")
+        if latent_guidance != 1 and guidance != 1 and prompt:
+            raise InputError("use text guidance or latent guidance, not both at once")
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
@@ -189,15 +192,19 @@ class PiDDecoder:
             grid = timesteps(steps, resolution_shift(shape[-2] * shape[-1], base_shift=self.cfg.shift))
             bar = tqdm(total=steps, disable=not progress, desc=f"{self.name} decode", leave=False)
 
-            def net(x_t, t, txt):  # the latent (and its noise level) condition every branch
+            def net(x_t, t, c):  # c = (keep (B',) bool, text or None); the latent's noise level conditions all
+                keep, txt = c
                 k = len(x_t) // b
                 rep = tuple(None if a is None else a.repeat(k, 1, 1, 1) for a in branch)
-                return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), branch=rep, text=txt)
+                return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), keep, branch=rep, text=txt)
 
-            if text is None:
-                velocity = lambda x_t, t: net(x_t, t, None)  # noqa: E731
-            else:  # text-only guidance, as in PiD
-                velocity = classifier_free_guidance(net, text, self.text_states("", b), guidance)
+            on = torch.ones(b, dtype=torch.bool)
+            if text is not None and guidance != 1:  # text-only guidance, as in PiD
+                uncond, gw = (on, self.text_states("", b)), guidance
+            else:  # latent guidance: against the latent-dropped (unconditional) branch
+                uncond, gw = (~on, text), latent_guidance
+            velocity = classifier_free_guidance(net, (on, text), uncond, gw, cat=lambda p, q: (
+                torch.cat([p[0], q[0]]), None if p[1] is None else torch.cat([p[1], q[1]])))
 
             x = get_sampler(sampler)(velocity, x, grid, generator=generator, callback=lambda *_: bar.update(1))
             bar.close()

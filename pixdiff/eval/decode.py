@@ -38,10 +38,10 @@ class Method:
 
 
 def build_methods(source, pid, regression=None, cascade=None, steps: int = 25, sampler: str = "euler",
-                  sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0) -> list[Method]:
+                  sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0, latent_guidance: float = 1.0) -> list[Method]:
     scale = pid.cfg.scale
-    kw = {"steps": steps, "sampler": sampler, "temperature": temperature}
-    nfe = steps * (2 if sampler == "heun" else 1)  # network evaluations per image
+    kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance}
+    nfe = steps * (2 if sampler == "heun" else 1) * (2 if latent_guidance != 1 else 1)  # network calls per image
 
     def bicubic(b, g):
         d = b["decoded"]
