@@ -88,6 +88,22 @@ def test_scene_pool_is_deterministic_and_matches_the_stream():
     assert batch["z"].shape == (4, 16, 8, 8) and len(batch["captions"]) == 4
 
 
+def test_scene_pool_is_cached_for_resumed_runs(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    src = load_latent_source("vae-f8c16")
+    first = LDMTask(replace(cfg, pool=5), src, cache=tmp_path / "pool.pt")
+    monkeypatch.setattr(LDMTask, "encode_scenes", lambda *a, **k: pytest.fail("the cached pool was encoded again"))
+    again = LDMTask(replace(cfg, pool=5), src, cache=tmp_path / "pool.pt")
+    assert torch.equal(first.pool_z, again.pool_z) and first.pool_captions == again.pool_captions
+    monkeypatch.undo()
+    other = LDMTask(replace(cfg, pool=6), src, cache=tmp_path / "pool.pt")  # another pool: encoded, not reused
+    assert len(other.pool_z) == 6
+    (tmp_path / "pool.pt").write_bytes(b"truncated")
+    assert torch.equal(LDMTask(replace(cfg, pool=5), src, cache=tmp_path / "pool.pt").pool_z, first.pool_z)
+
+
 def test_caption_dropout_and_cache():
     from pixdiff.ldm.text import CaptionStates
 

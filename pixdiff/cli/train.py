@@ -83,7 +83,8 @@ def run(args) -> int:
         from pixdiff.latents import load_latent_source
 
         source = load_latent_source(args.source, args.source_weights)
-        task = pid.PiDTask(model_cfg, source, data) if args.model == "pid" else ldm.LDMTask(model_cfg, source)
+        task = pid.PiDTask(model_cfg, source, data) if args.model == "pid" else \
+            ldm.LDMTask(model_cfg, source, cache=args.out / "pool.pt")
     elif args.model == "l2p":
         task = l2p.L2PTask(model_cfg, args.init, data[0])
     else:

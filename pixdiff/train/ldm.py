@@ -1,7 +1,8 @@
 """`pixdiff train ldm`: the text-to-image latent generator on the shapes world (or on a synthetic set).
 
 Scenes come from an endless seeded stream, or (pool > 0) from a pool of that many scenes rendered and encoded once
-at the start (rendering and VAE-encoding every step costs more than the small transformer's step). The task
+at the start (rendering and VAE-encoding every step costs more than the small transformer's step); the pool is
+kept in the run folder (`pool.pt`) so that a resumed run does not encode it again. The task
 trains the Z-Image transformer with the flow-matching velocity loss at logit-normal t (with the preset's shift), with 10%
 of captions dropped to the empty prompt so that classifier-free guidance works.
 """
@@ -41,14 +42,30 @@ TRAIN_PRESETS = {
 
 
 class LDMTask:
-    def __init__(self, cfg: LDMTrainConfig, source):
+    def __init__(self, cfg: LDMTrainConfig, source, cache: Path | None = None):
         self.cfg, self.source = cfg, source
         self.text = TextEncoder(cfg.max_tokens)
         self.captions = CaptionStates(self.text, cfg.caption_dropout)
         self.model = ZImageVelocity(build_zimage(cfg.preset, source.channels, self.text.dim))
         self.pool_z, self.pool_captions = None, None
         if cfg.pool:
-            self.pool_z, self.pool_captions = self.encode_scenes(cfg.pool, np.random.default_rng(cfg.pool_seed))
+            self.pool_z, self.pool_captions = self.scene_pool(cache)
+
+    def scene_pool(self, cache: Path | None) -> tuple[torch.Tensor, list[str]]:
+        """The encoded scene pool, from `cache` when it holds this very pool (same scenes, size and source)."""
+        key = {"n": self.cfg.pool, "seed": self.cfg.pool_seed, "size": self.cfg.size, "source": self.source.name}
+        if cache is not None and cache.exists():
+            try:
+                saved = torch.load(cache, map_location="cpu", weights_only=True)
+            except (RuntimeError, EOFError, ValueError):  # truncated by a kill mid-write: encode it again
+                saved = {}
+            if saved.get("key") == key:
+                return saved["z"], saved["captions"]
+        z, captions = self.encode_scenes(self.cfg.pool, np.random.default_rng(self.cfg.pool_seed))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "z": z, "captions": captions}, cache)
+        return z, captions
 
     @torch.no_grad()
     def encode_scenes(self, n: int, rng: np.random.Generator, chunk: int = 64) -> tuple[torch.Tensor, list[str]]:
