@@ -57,7 +57,7 @@ class LDMTask:
         if cache is not None and cache.exists():
             try:
                 saved = torch.load(cache, map_location="cpu", weights_only=True)
-            except (RuntimeError, EOFError, ValueError):  # truncated by a kill mid-write: encode it again
+            except Exception:  # truncated by a kill mid-write, or not a pool at all: encode it again
                 saved = {}
             if saved.get("key") == key:
                 return saved["z"], saved["captions"]
