@@ -74,6 +74,40 @@ def test_killed_run_resumes_exactly(folder, tmp_path):
         assert torch.equal(a["ema"][k], b["ema"][k]), k
 
 
+class SignalledAt(VAETask):
+    """Sends this process SIGTERM while building batch `at`, as `kill` would."""
+    def __init__(self, *a, at: int):
+        super().__init__(*a)
+        self.calls, self.at = 0, at
+
+    def batch(self, n, g):
+        import os
+        import signal
+
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().batch(n, g)
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_resume_matches(folder, tmp_path):
+    import signal
+
+    cfg, opt = tiny(6)
+    torch.manual_seed(0)
+    train(VAETask(cfg, folder), opt, tmp_path / "straight", progress=False)
+    torch.manual_seed(0)
+    before = signal.getsignal(signal.SIGTERM)
+    summary = train(SignalledAt(cfg, folder, at=3), opt, tmp_path / "stopped", progress=False)
+    assert summary["stopped"] and summary["steps"] == 3 and summary["weights"] is None
+    assert not (tmp_path / "stopped" / "weights").exists() and signal.getsignal(signal.SIGTERM) == before
+    train(VAETask(cfg, folder), opt, tmp_path / "stopped", resume=True, progress=False)
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "stopped" / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_resume_refuses_other_config_or_missing_state(folder, tmp_path):
     cfg, opt = tiny(2)
     train(VAETask(cfg, folder), opt, tmp_path / "r", config={"preset": "tiny"}, progress=False)

@@ -92,6 +92,10 @@ def run(args) -> int:
     from pixdiff.train.loop import train
 
     summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress)
+    if summary.get("stopped"):
+        emit(args, summary, f"stopped at step {summary['steps']} (checkpoint saved); continue with the same command "
+                            "and --resume")
+        return 130
     emit(args, summary, f"trained {args.model} ({args.preset}): {summary['steps']} steps in "
                         f"{summary['elapsed_s'] / 60:.1f} min; weights in {summary['weights']}")
     return 0

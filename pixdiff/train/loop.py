@@ -3,12 +3,16 @@
 A task supplies the model, a batch for a step and a per-sample loss; the loop owns the optimizer (AdamW with linear
 warm-up), gradient clipping, EMA, bf16 autocast, the progress bar, the loss log and atomic checkpoints. All
 randomness of step k comes from generators seeded by (seed, k), so `--resume` continues the same run exactly.
+SIGTERM or Ctrl-C (SIGINT) stops a run cleanly: the current step finishes, a checkpoint is written, nothing is
+exported, and `--resume` goes on from there.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -74,11 +78,27 @@ def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = Fals
     """Run (or continue) training into out_dir; export the EMA weights at the end. Returns a summary dict."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
-        return _train(task, cfg, out, resume, config, progress)
+    with run_lock(out), _stop_requests() as stop:
+        return _train(task, cfg, out, resume, config, progress, stop)
 
 
-def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict | None, progress: bool) -> dict:
+@contextlib.contextmanager
+def _stop_requests():
+    """A flag set by SIGTERM / SIGINT while training (main thread only; elsewhere signals keep their handlers)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict | None, progress: bool,
+           stop: threading.Event) -> dict:
     model = task.model
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -135,8 +155,13 @@ def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict |
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
+        if stop.is_set():
+            break
     bar.close()
     log.close()
     checkpoint()
+    if step < cfg.steps:  # stopped by a signal
+        return {"steps": step, "elapsed_s": round(elapsed, 1), "final_loss_ema": running, "stopped": True,
+                "weights": None}
     task.export(ema.model, out / "weights")
     return {"steps": step, "elapsed_s": round(elapsed, 1), "final_loss_ema": running, "weights": str(out / "weights")}
