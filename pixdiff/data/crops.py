@@ -5,7 +5,9 @@ with a generator seeded from (seed, step), so a resumed run sees exactly the bat
 """
 from __future__ import annotations
 
+
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -64,14 +66,16 @@ class RandomCrops:
 def eval_crops(folders, size: int = 256, per_image: int = 2, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """The fixed evaluation set: for each photo, one centre crop of the photo resized so its short side is
     `size` (whole-scene content) and `per_image - 1` native-resolution crops at seeded positions (fine detail).
+    Photos smaller than `size` are skipped with a warning (an error when none is large enough).
     Returns (N, 3, size, size) in [-1, 1] and a name per crop."""
-    crops, names = [], []
+    crops, names, small_ones = [], [], []
     g = torch.Generator().manual_seed(seed)
     for path in list_images(folders):
         im = to_float(load_image(path).pixels).unsqueeze(0)
         h, w = im.shape[-2:]
         if min(h, w) < size:
-            raise InputError(f"{path} ({w}x{h}) is smaller than the evaluation crop {size}")
+            small_ones.append(f"{Path(path).name} ({w}x{h})")
+            continue
         s = size / min(h, w)
         small = resize(im, (max(size, round(h * s)), max(size, round(w * s))))
         sh, sw = small.shape[-2:]
@@ -82,4 +86,9 @@ def eval_crops(folders, size: int = 256, per_image: int = 2, seed: int = 0) -> t
             left = int(torch.randint(w - size + 1, (1,), generator=g))
             crops.append(im[..., top : top + size, left : left + size])
             names.append(f"{Path(path).stem}-crop{k}")
+    if small_ones and not crops:
+        raise InputError(f"no photo is as large as the evaluation crop {size}: {', '.join(small_ones)}")
+    if small_ones:
+        warnings.warn(f"skipped {len(small_ones)} photos smaller than the crop {size}: {', '.join(small_ones)}",
+                      stacklevel=2)
     return torch.cat(crops).clamp(-1, 1), names
