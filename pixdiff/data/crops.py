@@ -5,7 +5,6 @@ with a generator seeded from (seed, step), so a resumed run sees exactly the bat
 """
 from __future__ import annotations
 
-
 import math
 import warnings
 from pathlib import Path
