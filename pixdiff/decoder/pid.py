@@ -175,8 +175,6 @@ class PiDDecoder:
         steps = steps or DEFAULT_STEPS
         if not 0 < temperature <= 1.5:
             raise InputError(f"temperature must be in (0, 1.5], got {temperature}")
-        if latent_guidance != 1 and guidance != 1 and prompt:
-            raise InputError("use text guidance or latent guidance, not both at once")
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
@@ -184,6 +182,8 @@ class PiDDecoder:
         f = self.source["factor"] * self.cfg.scale
         branch = self.model.latent_branch(z)  # it does not depend on t: run it once
         text = self.text_states(prompt, b)
+        if latent_guidance != 1 and guidance != 1 and text is not None:
+            raise InputError("use text guidance or latent guidance, not both at once")
         if self.cfg.objective == "l1":
             x = self.model.regress(z, sigma, branch=branch, text=text)
         else:
