@@ -26,15 +26,27 @@ class Killed(Exception):
     pass
 
 
-class KilledAt(VAETask):
-    def __init__(self, *a, at: int):
+def kill():
+    raise Killed
+
+
+def sigterm():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill` would
+
+
+class InterruptedAt(VAETask):
+    """Runs `action` while building batch number `at` (counting from 1)."""
+    def __init__(self, *a, at: int, action):
         super().__init__(*a)
-        self.calls, self.at = 0, at
+        self.calls, self.at, self.action = 0, at, action
 
     def batch(self, n, g):
         self.calls += 1
-        if self.calls > self.at:
-            raise Killed
+        if self.calls == self.at:
+            self.action()
         return super().batch(n, g)
 
 
@@ -61,7 +73,7 @@ def test_killed_run_resumes_exactly(folder, tmp_path):
     train(VAETask(cfg, folder), opt, tmp_path / "straight", progress=False)
     torch.manual_seed(0)
     with pytest.raises(Killed):
-        train(KilledAt(cfg, folder, at=4), opt, tmp_path / "killed", progress=False)
+        train(InterruptedAt(cfg, folder, at=5, action=kill), opt, tmp_path / "killed", progress=False)
     with pytest.raises(InputError, match="already holds a training run"):
         train(VAETask(cfg, folder), opt, tmp_path / "killed", progress=False)
     torch.manual_seed(123)  # a different initialisation: resume must overwrite it from the checkpoint
@@ -74,22 +86,6 @@ def test_killed_run_resumes_exactly(folder, tmp_path):
         assert torch.equal(a["ema"][k], b["ema"][k]), k
 
 
-class SignalledAt(VAETask):
-    """Sends this process SIGTERM while building batch `at`, as `kill` would."""
-    def __init__(self, *a, at: int):
-        super().__init__(*a)
-        self.calls, self.at = 0, at
-
-    def batch(self, n, g):
-        import os
-        import signal
-
-        self.calls += 1
-        if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return super().batch(n, g)
-
-
 def test_sigterm_finishes_the_step_checkpoints_and_resume_matches(folder, tmp_path):
     import signal
 
@@ -98,7 +94,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_resume_matches(folder, tmp_pa
     train(VAETask(cfg, folder), opt, tmp_path / "straight", progress=False)
     torch.manual_seed(0)
     before = signal.getsignal(signal.SIGTERM)
-    summary = train(SignalledAt(cfg, folder, at=3), opt, tmp_path / "stopped", progress=False)
+    task = InterruptedAt(cfg, folder, at=3, action=sigterm)
+    summary = train(task, opt, tmp_path / "stopped", progress=False)
     assert summary["stopped"] and summary["steps"] == 3 and summary["weights"] is None
     assert not (tmp_path / "stopped" / "weights").exists() and signal.getsignal(signal.SIGTERM) == before
     train(VAETask(cfg, folder), opt, tmp_path / "stopped", resume=True, progress=False)

@@ -195,6 +195,8 @@ class PiDDecoder:
             def net(x_t, t, c):  # c = (keep (B',) bool, text or None); the latent's noise level conditions all
                 keep, txt = c
                 k = len(x_t) // b
+                if k == 1:  # no guidance: the batch as it is, without copies at every step
+                    return self.model(x_t, t, z, sigma, keep, branch=branch, text=txt)
                 rep = tuple(None if a is None else a.repeat(k, 1, 1, 1) for a in branch)
                 return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), keep, branch=rep, text=txt)
 

@@ -3,10 +3,9 @@ seeds, the retention ratio (student accuracy / source accuracy; the L2P paper ke
 Frechet distance between each student's samples and the source's."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm import tqdm
-
-import numpy as np
 
 from pixdiff.data.shapes import check, parse, scene_batch
 from pixdiff.eval.metrics import frechet_distance, psnr

@@ -109,8 +109,7 @@ def model_config(cfg: PiDTrainConfig, signature: dict) -> PiDConfig:
     net = replace(NET_PRESETS[cfg.net], cond_channels=3 if cfg.rgb_condition else 0, text_dim=DIM if cfg.text else 0)
     return PiDConfig(net=net, latent_source=signature, scale=cfg.scale, adapter_hidden=cfg.adapter_hidden,
                      objective=cfg.objective, shift=cfg.shift, prediction=cfg.prediction, residual=cfg.residual,
-                     rgb_head=cfg.rgb_head,
-                     text_encoder=TextEncoder.name if cfg.text else None)
+                     rgb_head=cfg.rgb_head, text_encoder=TextEncoder.name if cfg.text else None)
 
 
 def load_run(folder: Path, source_weights=None):
