@@ -93,3 +93,18 @@ def test_resume_accepts_options_added_since_when_they_keep_their_default(tmp_pat
     assert compatible_config(new, tmp_path, PiDTrainConfig())["model_config"] == {"net": "small"}
     changed = {"model_config": {"net": "small", "prediction": "x0"}}
     assert compatible_config(changed, tmp_path, PiDTrainConfig())["model_config"] == changed["model_config"]
+
+
+def test_training_device_choice():
+    import torch
+
+    from pixdiff import InputError
+    from pixdiff.cli.train import training_device
+
+    assert training_device("auto", "ldm") == "cpu" and training_device("cpu", "pid") == "cpu"
+    assert training_device("auto", "pid") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="`train ldm` runs on CPU only"):
+        training_device("cuda", "ldm")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            training_device("cuda", "pid")

@@ -105,6 +105,21 @@ def test_sigterm_finishes_the_step_checkpoints_and_resume_matches(folder, tmp_pa
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_time_limit_exports_the_step_reached_and_resume_keeps_the_schedule(folder, tmp_path):
+    cfg, opt = tiny(6)
+    torch.manual_seed(0)
+    train(VAETask(cfg, folder), opt, tmp_path / "straight", progress=False)
+    torch.manual_seed(0)
+    summary = train(VAETask(cfg, folder), opt, tmp_path / "timed", progress=False, max_minutes=1e-9)
+    assert summary["time_limited"] and summary["steps"] == 1
+    assert (tmp_path / "timed" / "weights" / "config.json").exists()  # usable weights at the limit
+    out = train(VAETask(cfg, folder), opt, tmp_path / "timed", resume=True, progress=False)
+    assert out["steps"] == 6 and not out["time_limited"]
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "timed" / "state.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_resume_refuses_other_config_or_missing_state(folder, tmp_path):
     cfg, opt = tiny(2)
     train(VAETask(cfg, folder), opt, tmp_path / "r", config={"preset": "tiny"}, progress=False)

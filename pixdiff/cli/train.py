@@ -34,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, help="override the preset's batch size")
     p.add_argument("--lr", type=float, help="override the preset's learning rate")
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train (auto: CUDA when there is a GPU; pid only, the other models train on CPU)")
+    p.add_argument("--max-minutes", type=float,
+                   help="end this invocation after M minutes: checkpoint and export the weights reached (the "
+                        "schedule keeps its --steps; --resume goes on)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_common(p)
     p.set_defaults(func=run)
@@ -50,6 +55,23 @@ def compatible_config(config: dict, out: Path, defaults) -> dict:
         if k not in old and new[k] == getattr(defaults, k, object()):
             del new[k]
     return {**config, "model_config": new}
+
+
+def training_device(choice: str, model: str) -> str:
+    """auto: CUDA when there is a GPU and the model trains there (pid), else CPU."""
+    import torch
+
+    from pixdiff.errors import InputError
+
+    if choice == "cuda" and model != "pid":
+        raise InputError(f"--device cuda: `train {model}` runs on CPU only so far (pid trains on CUDA)")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available to this torch build")
+    if choice == "auto":
+        choice = "cuda" if model == "pid" and torch.cuda.is_available() else "cpu"
+    if choice == "cuda":  # TF32 for what autocast leaves in fp32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return choice
 
 
 def run(args) -> int:
@@ -79,11 +101,12 @@ def run(args) -> int:
     if args.dry_run:
         emit(args, config, json.dumps(config, indent=2))
         return 0
+    device = training_device(args.device, args.model)
     if args.model in ("pid", "ldm"):
         from pixdiff.latents import load_latent_source
 
         source = load_latent_source(args.source, args.source_weights)
-        task = pid.PiDTask(model_cfg, source, data) if args.model == "pid" else \
+        task = pid.PiDTask(model_cfg, source, data, device) if args.model == "pid" else \
             ldm.LDMTask(model_cfg, source, cache=args.out / "pool.pt")
     elif args.model == "l2p":
         task = l2p.L2PTask(model_cfg, args.init, data[0])
@@ -91,11 +114,16 @@ def run(args) -> int:
         task = vae.VAETask(model_cfg, data)
     from pixdiff.train.loop import train
 
-    summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress)
+    summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress,
+                    max_minutes=args.max_minutes)
     if summary.get("stopped"):
         emit(args, summary, f"stopped at step {summary['steps']} (checkpoint saved); continue with the same command "
                             "and --resume")
         return 130
+    if summary.get("time_limited"):
+        emit(args, summary, f"stopped at the {args.max_minutes:g}-minute limit at step {summary['steps']} of "
+                            f"{opt.steps}; weights of that step in {summary['weights']} (--resume goes on)")
+        return 0
     emit(args, summary, f"trained {args.model} ({args.preset}): {summary['steps']} steps in "
                         f"{summary['elapsed_s'] / 60:.1f} min; weights in {summary['weights']}")
     return 0

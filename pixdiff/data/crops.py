@@ -41,8 +41,9 @@ class RandomCrops:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, batch: int, generator: torch.Generator, with_index: bool = False):
-        """A batch of crops, (batch, 3, size, size) float in [-1, 1] (and which image each came from)."""
+    def sample(self, batch: int, generator: torch.Generator, with_index: bool = False, device=None):
+        """A batch of crops, (batch, 3, size, size) float in [-1, 1] (and which image each came from).
+        device: where the crops are resampled and returned (the photos stay in CPU memory as uint8)."""
         out, which = [], []
         for _ in range(batch):
             which.append(int(torch.randint(len(self.images), (1,), generator=generator)))
@@ -53,7 +54,7 @@ class RandomCrops:
             side = max(self.size, int(round(self.size * z)))
             top = int(torch.randint(h - side + 1, (1,), generator=generator))
             left = int(torch.randint(w - side + 1, (1,), generator=generator))
-            crop = to_float(im[:, top : top + side, left : left + side]).unsqueeze(0)
+            crop = to_float(im[:, top : top + side, left : left + side].to(device)).unsqueeze(0)
             crop = resize(crop, (self.size, self.size))
             if float(torch.rand((), generator=generator)) < 0.5:
                 crop = crop.flip(-1)

@@ -178,6 +178,7 @@ class PiDDecoder:
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
+        sigma = sigma.to(latents.device)
         z, (h, w) = self._pad(latents.float())
         f = self.source["factor"] * self.cfg.scale
         branch = self.model.latent_branch(z)  # it does not depend on t: run it once
@@ -188,7 +189,7 @@ class PiDDecoder:
             x = self.model.regress(z, sigma, branch=branch, text=text)
         else:
             shape = (b, 3, z.shape[-2] * f, z.shape[-1] * f)
-            x = torch.randn(shape, generator=generator) * temperature
+            x = torch.randn(shape, generator=generator).to(z.device) * temperature
             grid = timesteps(steps, resolution_shift(shape[-2] * shape[-1], base_shift=self.cfg.shift))
             bar = tqdm(total=steps, disable=not progress, desc=f"{self.name} decode", leave=False)
 
@@ -200,7 +201,7 @@ class PiDDecoder:
                 rep = tuple(None if a is None else a.repeat(k, 1, 1, 1) for a in branch)
                 return self.model(x_t, t, z.repeat(k, 1, 1, 1), sigma.repeat(k), keep, branch=rep, text=txt)
 
-            on = torch.ones(b, dtype=torch.bool)
+            on = torch.ones(b, dtype=torch.bool, device=z.device)
             if text is not None and guidance != 1:  # text-only guidance, as in PiD
                 uncond, gw = (on, self.text_states("", b)), guidance
             else:  # latent guidance: against the latent-dropped (unconditional) branch

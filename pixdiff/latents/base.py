@@ -22,6 +22,8 @@ class LatentSource(Protocol):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
+    def to(self, *args, **kw) -> "LatentSource": ...  # like nn.Module.to: moves the weights, returns self
+
 
 def check_images(images: torch.Tensor, factor: int, what: str = "images") -> None:
     """Images must be (B, 3, H, W), finite, with H and W multiples of the latent factor."""

@@ -14,6 +14,10 @@ class DecodedSource:
         self.inner = inner
         self.name = f"{inner.name}-decoded"
 
+    def to(self, *args, **kw) -> "DecodedSource":
+        self.inner.to(*args, **kw)
+        return self
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner.decode(self.inner.encode(images)).clamp(-1, 1)  # (B, 3, H, W)

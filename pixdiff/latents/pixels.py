@@ -15,6 +15,9 @@ class PixelSource:
         self.channels = 3 * factor * factor
         self.name = "pixels" if factor == 8 else f"pixels-f{factor}"
 
+    def to(self, *args, **kw) -> "PixelSource":  # no weights: any device
+        return self
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, self.factor)
         return F.pixel_unshuffle(images, self.factor)  # (B, 3 f^2, H/f, W/f)

@@ -4,7 +4,9 @@ A task supplies the model, a batch for a step and a per-sample loss; the loop ow
 warm-up), gradient clipping, EMA, bf16 autocast, the progress bar, the loss log and atomic checkpoints. All
 randomness of step k comes from generators seeded by (seed, k), so `--resume` continues the same run exactly.
 SIGTERM or Ctrl-C (SIGINT) stops a run cleanly: the current step finishes, a checkpoint is written, nothing is
-exported, and `--resume` goes on from there.
+exported, and `--resume` goes on from there. A time limit (`max_minutes`) ends a run early the same way but exports
+the weights reached so far. The loop runs where the task's model lives (CPU or CUDA); the task's batches come on
+the same device, drawn from CPU generators, so a run draws the same data and noise on either.
 """
 from __future__ import annotations
 
@@ -74,12 +76,14 @@ def _without_steps(config: dict) -> dict:
 
 
 def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = False, config: dict | None = None,
-          progress: bool = True) -> dict:
-    """Run (or continue) training into out_dir; export the EMA weights at the end. Returns a summary dict."""
+          progress: bool = True, max_minutes: float | None = None) -> dict:
+    """Run (or continue) training into out_dir; export the EMA weights at the end. Returns a summary dict.
+    max_minutes: end this invocation after that long, exporting the weights of the step reached (the schedule is
+    not shortened: `resume` goes on towards cfg.steps)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out), _stop_requests() as stop:
-        return _train(task, cfg, out, resume, config, progress, stop)
+        return _train(task, cfg, out, resume, config, progress, stop, max_minutes)
 
 
 @contextlib.contextmanager
@@ -97,9 +101,14 @@ def _stop_requests():
             signal.signal(sig, handler)
 
 
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict | None, progress: bool,
-           stop: threading.Event) -> dict:
+           stop: threading.Event, max_minutes: float | None) -> dict:
     model = task.model
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = EMA(model, cfg.ema_decay)
@@ -121,17 +130,17 @@ def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict |
         save_state({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                     "step": step, "elapsed_s": elapsed, "config": config or {}}, out)
 
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.bf16 else contextlib.nullcontext
     log = open(out / "log.jsonl", "a")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
     last_ckpt, t0, running = time.time(), time.time() - elapsed, None
+    deadline = time.time() + max_minutes * 60 if max_minutes else math.inf
     model.train()
     while step < cfg.steps:
         g = step_generator(cfg.seed, step)
         batch = task.batch(cfg.batch, g)
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        with autocast():
+        with autocast(device, cfg.bf16):
             loss, stats = task.loss(model, batch, g)
         if not torch.isfinite(loss):
             checkpoint()
@@ -155,13 +164,13 @@ def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict |
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
-        if stop.is_set():
+        if stop.is_set() or time.time() > deadline:
             break
     bar.close()
     log.close()
     checkpoint()
-    if step < cfg.steps:  # stopped by a signal
-        return {"steps": step, "elapsed_s": round(elapsed, 1), "final_loss_ema": running, "stopped": True,
-                "weights": None}
+    summary = {"steps": step, "elapsed_s": round(elapsed, 1), "final_loss_ema": running}
+    if step < cfg.steps and stop.is_set():  # stopped by a signal
+        return {**summary, "stopped": True, "weights": None}
     task.export(ema.model, out / "weights")
-    return {"steps": step, "elapsed_s": round(elapsed, 1), "final_loss_ema": running, "weights": str(out / "weights")}
+    return {**summary, "time_limited": step < cfg.steps, "weights": str(out / "weights")}

@@ -90,7 +90,7 @@ def aux_rgb_loss(pred: torch.Tensor, lq: torch.Tensor, weight: torch.Tensor, eps
     """PiD v1.5's colour loss: Charbonnier in YCbCr, Y weighted 0.25 and Cb / Cr 1.0; per-sample weight (B,)."""
     d = ycbcr(pred.float()) - ycbcr(lq.float())
     c = (d.square() + eps**2).sqrt() - eps  # (B, 3, h, w)
-    per_sample = (c * torch.tensor([0.25, 1.0, 1.0]).view(1, 3, 1, 1)).flatten(1).mean(1)
+    per_sample = (c * torch.tensor([0.25, 1.0, 1.0], device=c.device).view(1, 3, 1, 1)).flatten(1).mean(1)
     return (per_sample * weight).sum() / weight.sum().clamp(min=1)
 
 
@@ -133,8 +133,9 @@ def load_run(folder: Path, source_weights=None):
 
 
 class PiDTask:
-    def __init__(self, cfg: PiDTrainConfig, source, data_folders):
-        self.cfg, self.source = cfg, conditioning_source(cfg, source)
+    def __init__(self, cfg: PiDTrainConfig, source, data_folders, device="cpu"):
+        self.device = torch.device(device)
+        self.cfg, self.source = cfg, conditioning_source(cfg, source).to(self.device)
         self.text = None
         if cfg.text:
             from pixdiff.ldm.text import TextEncoder
@@ -144,6 +145,7 @@ class PiDTask:
             from pixdiff.latents import load_latent_source
             from pixdiff.nn.lq_decoder import init_from_vae
             init_from_vae(self.model.adapter.aux, load_latent_source(cfg.rgb_init))
+        self.model.to(self.device)
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
         if self.text:
             self.captions = [p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").exists() else ""
@@ -156,17 +158,19 @@ class PiDTask:
 
     @torch.no_grad()
     def batch(self, n: int, g: torch.Generator) -> dict:
-        hq, which = self.data.sample(n, g, with_index=True)  # (B, 3, H, W) in [-1, 1]
+        """Random numbers come from the CPU generator g and then move, so CPU and CUDA runs draw the same ones."""
+        dev = self.device
+        hq, which = self.data.sample(n, g, with_index=True, device=dev)  # (B, 3, H, W) in [-1, 1]
         lq = downsample(hq, self.cfg.scale)  # (B, 3, H/s, W/s)
         z = self.source.encode(lq).float()  # (B, C, h, w)
         noisy = torch.rand(n, generator=g) < self.cfg.noise_prob
-        sigma = torch.rand(n, generator=g) * self.cfg.sigma_max * noisy
-        z = interpolate(z, torch.randn(z.shape, generator=g), sigma)
-        keep = torch.rand(n, generator=g) >= self.cfg.latent_dropout
+        sigma = (torch.rand(n, generator=g) * self.cfg.sigma_max * noisy).to(dev)
+        z = interpolate(z, torch.randn(z.shape, generator=g).to(dev), sigma)
+        keep = (torch.rand(n, generator=g) >= self.cfg.latent_dropout).to(dev)
         b = {"hq": hq, "lq": lq, "z": z, "sigma": sigma, "keep": keep, "text": None}
         if self.text:  # caption dropout: the empty prompt
             drop = (torch.rand(n, generator=g) < self.cfg.caption_dropout).tolist()
-            b["text"] = torch.stack([self._pooled["" if d else self.captions[i]] for i, d in zip(which, drop)])
+            b["text"] = torch.stack([self._pooled["" if d else self.captions[i]] for i, d in zip(which, drop)]).to(dev)
         return b
 
     def loss(self, model: PiD, b: dict, g: torch.Generator):
@@ -176,8 +180,8 @@ class PiDTask:
             main = (model.regress(z, sigma, branch=branch, text=b["text"]).float() - hq).abs().mean()
         else:
             s = resolution_shift(hq.shape[-2] * hq.shape[-1], base_shift=self.cfg.shift)
-            t = sample_t_logit_normal(hq.shape[0], generator=g, s=s)
-            eps = torch.randn(hq.shape, generator=g)
+            t = sample_t_logit_normal(hq.shape[0], generator=g, s=s).to(hq.device)
+            eps = torch.randn(hq.shape, generator=g).to(hq.device)
             v = model(interpolate(hq, eps, t), t, z, sigma, keep, branch=branch, text=b["text"])
             main = velocity_loss(v, hq, eps).mean()
         stats = {"main": main.detach()}
@@ -191,7 +195,7 @@ class PiDTask:
     @torch.no_grad()
     def export(self, model: PiD, out_dir: Path) -> None:
         """fp16 release folder; records the std of clean training latents (the decoder's wrong-space guard)."""
-        lq = downsample(self.data.sample(16, step_generator(12345, 0)), self.cfg.scale)
+        lq = downsample(self.data.sample(16, step_generator(12345, 0), device=self.device), self.cfg.scale)
         z = self.source.encode(lq).float()
         model.cfg = replace(model.cfg, latent_std=round(float(z.std()), 4))
-        save_decoder(model.float().eval(), out_dir)
+        save_decoder(model.float().eval().cpu(), out_dir)
