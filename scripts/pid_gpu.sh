@@ -17,18 +17,20 @@ runs=("f8c16 $size vae-f8c16" "cascade $size-cascade vae-f8c16" "regression $siz
       "taef2 $size taef2")
 mkdir -p "$out"
 
-launch() {  # launch PREFIX STEPS [options...]: all four runs in the background
-  local prefix=$1 steps=$2; shift 2
+launch() {  # launch PREFIX STEPS [options...]: the four runs side by side; fails if one fails
+  local prefix=$1 steps=$2 pids=() ok=0; shift 2
   for r in "${runs[@]}"; do
     read -r name preset source <<<"$r"
     $px train pid --preset "$preset" --source "$source" --batch "$batch" --steps "$steps" \
       --out "$out/$prefix$name" --no-progress "$@" >"$out/$prefix$name.log" 2>&1 &
+    pids+=($!)
   done
+  for p in "${pids[@]}"; do wait "$p" || ok=1; done
+  return $ok
 }
 
 t0=$(date +%s)
-launch cal- 40
-wait || { echo "calibration failed:"; tail -n 20 "$out"/cal-*.log; exit 1; }
+launch cal- 40 || { echo "calibration failed:"; tail -n 20 "$out"/cal-*.log; exit 1; }
 cal_wall=$(( $(date +%s) - t0 ))
 read -r per_step loop_s < <(python3 - "$out" <<'PY'
 import json, sys, pathlib
@@ -44,8 +46,7 @@ startup=$(python3 -c "print(max(0.0, $cal_wall - $loop_s))")
 left=$(( budget - ($(date +%s) - start) ))
 steps=$(python3 -c "print(int(($left - $startup - 30) / $per_step))")
 echo "calibration: $per_step s/step with four runs side by side, ${startup}s start-up; $left s left -> $steps steps"
-launch "" "$steps" --max-minutes "$(python3 -c "print(($left - $startup - 20) / 60)")"
-wait || echo "a run failed: see $out/*.log"
+launch "" "$steps" --max-minutes "$(python3 -c "print(($left - $startup - 20) / 60)")" || echo "a run failed:"
 for r in "${runs[@]}"; do
   read -r name _ <<<"$r"
   tail -n 1 "$out/$name.log"
