@@ -288,3 +288,18 @@ def test_latent_guidance_zero_is_the_unconditional_model():
     assert torch.allclose(u1, dec.decode(z2, steps=2, generator=g(), latent_guidance=0.0), atol=1e-6)
     assert not torch.allclose(u1, dec.decode(z1, steps=2, generator=g()), atol=1e-3)
     assert torch.equal(dec.decode(z1, steps=2, generator=g(), latent_guidance=1.0), dec.decode(z1, steps=2, generator=g()))
+
+
+def test_init_from_released_weights_and_mismatched_architecture(pix_task, photos, tmp_path):
+    import copy
+
+    pix_task.export(copy.deepcopy(pix_task.model), tmp_path / "w")
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    torch.manual_seed(2)  # another initialisation, overwritten by --init
+    task = PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"], init=tmp_path / "w")
+    released = load_decoder(tmp_path / "w").model.state_dict()
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, released[k]), k
+    other, _ = TRAIN_PRESETS["tiny-cascade"]
+    with pytest.raises(InputError, match="architecture differs from this preset's in .*latent_source"):
+        PiDTask(other, load_latent_source("pixels-f4"), [photos / "val"], init=tmp_path / "w")

@@ -11,7 +11,7 @@ cascade), and `objective="l1"` trains a one-step regressor with the same network
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -132,8 +132,21 @@ def load_run(folder: Path, source_weights=None):
     return PiDDecoder(model, name=f"{folder.name}@{state['step']}")
 
 
+def init_from_release(model: PiD, name_or_path) -> None:
+    """Start a run from released PiD weights (e.g. a GPU run's export, continued on CPU). The architecture and the
+    latent source must be the ones the run builds; latent_std is re-measured at export."""
+    from pixdiff.decoder import load_decoder
+
+    other = load_decoder(name_or_path).model
+    mine, theirs = replace(model.cfg, latent_std=1.0), replace(other.cfg, latent_std=1.0)
+    if mine != theirs:
+        diff = sorted(k for k in asdict(mine) if asdict(mine)[k] != asdict(theirs)[k])
+        raise InputError(f"--init {name_or_path}: its architecture differs from this preset's in {', '.join(diff)}")
+    model.load_state_dict(other.state_dict())
+
+
 class PiDTask:
-    def __init__(self, cfg: PiDTrainConfig, source, data_folders, device="cpu"):
+    def __init__(self, cfg: PiDTrainConfig, source, data_folders, device="cpu", init=None):
         self.device = torch.device(device)
         self.cfg, self.source = cfg, conditioning_source(cfg, source).to(self.device)
         self.text = None
@@ -145,6 +158,8 @@ class PiDTask:
             from pixdiff.latents import load_latent_source
             from pixdiff.nn.lq_decoder import init_from_vae
             init_from_vae(self.model.adapter.aux, load_latent_source(cfg.rgb_init))
+        if init:
+            init_from_release(self.model, init)
         self.model.to(self.device)
         self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
         if self.text:
