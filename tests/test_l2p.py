@@ -25,6 +25,18 @@ def test_taxonomy_is_hierarchical_and_filtering_removes_overfull_scenes():
     assert {path.split("/")[0] for _, path in drawn} == set(tax)  # every category is drawn
 
 
+def test_a_used_up_category_drops_out_and_too_many_prompts_is_an_error():
+    from pixdiff.errors import InputError
+
+    kept = {cat: [p for sub in subs.values() for p in sub if keep_prompt(p)] for cat, subs in taxonomy().items()}
+    n_counting, total = len(kept["counting"]), sum(map(len, kept.values()))
+    drawn = sample_prompts(3 * n_counting + 30, seed=0)  # more than counting can give in its turns
+    cats = [path.split("/")[0] for _, path in drawn]
+    assert cats.count("counting") == n_counting and len({p for p, _ in drawn}) == len(drawn)
+    with pytest.raises(InputError, match=f"holds {total} prompts"):
+        sample_prompts(total + 1)
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("l2p")

@@ -51,22 +51,22 @@ def keep_prompt(prompt: str, max_objects: int = 4) -> bool:
 
 
 def sample_prompts(n: int, seed: int = 0, exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
-    """n (prompt, taxonomy path) pairs: categories drawn evenly, then a subcategory, then a leaf; filtered,
-    without repeats, and never one of `exclude` (held-out evaluation prompts)."""
-    tax = taxonomy()
+    """n (prompt, taxonomy path) pairs: categories in turn, then a random subcategory, then a random leaf; filtered,
+    without repeats, and never one of `exclude` (held-out evaluation prompts). A category whose leaves are used up
+    drops out of the turn (counting has far fewer leaves than composition and relation)."""
+    left = {cat: {sub: [leaf for leaf in leaves if leaf not in exclude and keep_prompt(leaf)]
+                  for sub, leaves in subs.items()} for cat, subs in taxonomy().items()}
+    total = sum(len(leaves) for subs in left.values() for leaves in subs.values())
+    if n > total:
+        raise InputError(f"the taxonomy holds {total} prompts after filtering (held-out ones excluded); asked for {n}")
     rng = np.random.default_rng(seed)
-    out, seen, tries = [], set(exclude), 0
-    cats = sorted(tax)
+    out = []
     while len(out) < n:
-        tries += 1
-        if tries > 100 * n:
-            raise InputError(f"could not draw {n} distinct prompts from the taxonomy")
+        cats = [c for c in sorted(left) if any(left[c].values())]
         cat = cats[len(out) % len(cats)]
-        sub = sorted(tax[cat])[rng.integers(len(tax[cat]))]
-        leaf = tax[cat][sub][rng.integers(len(tax[cat][sub]))]
-        if leaf in seen or not keep_prompt(leaf):
-            continue
-        seen.add(leaf)
+        subs = sorted(s for s in left[cat] if left[cat][s])
+        sub = subs[rng.integers(len(subs))]
+        leaf = left[cat][sub].pop(rng.integers(len(left[cat][sub])))
         out.append((leaf, f"{cat}/{sub}"))
     return out
 
