@@ -67,6 +67,12 @@ def load_release(folder: str | Path, kind: str | None = None, allow_pickle: bool
     return config, state
 
 
+def display_name(folder: str | Path) -> str:
+    """What tables and logs call a release folder: its name, or the run's name for a run's `weights/` folder."""
+    folder = Path(folder).resolve()
+    return folder.parent.name if folder.name == "weights" else folder.name
+
+
 def source_signature(source) -> dict:
     """What a model trained on `source`'s latents records about it."""
     return {"name": source.name, "channels": source.channels, "factor": source.factor}

@@ -81,11 +81,11 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert main(["eval", "l2p", "--source", str(root / "ldm" / "weights"), "--student", str(root / "l2p" / "weights"),
                  "--prompts", "6", "--per-prompt", "2", "--steps", "2", "--json", str(js)]) == 0
     r = json.loads(js.read_text())
-    st = r["students"]["weights"]
+    st = r["students"]["l2p"]  # a run's weights/ folder is called after its run
     assert r["source"]["n"] == 12 and 0 <= st["accuracy"] <= 1 and "retention" in st
     assert r["reference"]["renders"]["accuracy"] >= 11 / 12  # the checker on ground truth (tested >= 98% at 128^2)
     assert r["reference"]["roundtrip"]["source"] == "vae-f8c16" and r["reference"]["roundtrip"]["psnr"] > 15
-    assert "| weights |" in capsys.readouterr().out
+    assert "| l2p |" in capsys.readouterr().out and r["source"]["name"] == "ldm"
 
 
 def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):

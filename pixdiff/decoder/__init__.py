@@ -6,7 +6,7 @@ from pathlib import Path
 from pixdiff.decoder.pid import KIND, PiD, PiDConfig, PiDDecoder
 from pixdiff.errors import InputError
 from pixdiff.latents.registry import shipped
-from pixdiff.release import load_release, save_release
+from pixdiff.release import display_name, load_release, save_release
 
 
 def save_decoder(model: PiD, folder: str | Path, **extra) -> Path:
@@ -28,7 +28,7 @@ def load_decoder(name_or_path: str | Path) -> PiDDecoder:
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except (TypeError, KeyError, RuntimeError) as e:
         raise InputError(f"{folder}: the weights do not match their config.json ({str(e).splitlines()[0]})") from None
-    return PiDDecoder(model, name=folder.name)
+    return PiDDecoder(model, name=display_name(folder))
 
 
 __all__ = ["PiD", "PiDConfig", "PiDDecoder", "load_decoder", "save_decoder"]

@@ -58,13 +58,14 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     samples = {source.name: ref}
     ref_feats = features(ref) if features is not None else None
     for st in students:
+        name = st.name if st.name not in samples else f"{st.name} #{len(samples) + 1}"  # columns need distinct names
         ims = sample_all(st, prompts, per_prompt, seed, steps, cfg, progress=progress)
-        samples[st.name] = ims
+        samples[name] = ims
         r = geneval_lite(ims, prompts, per_prompt)
         r["retention"] = round(r["accuracy"] / max(result["source"]["accuracy"], 1e-9), 4)
         if features is not None:
             r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
-        result["students"][st.name] = r
+        result["students"][name] = r
     result["samples"] = samples
     return result
 

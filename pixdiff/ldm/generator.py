@@ -122,7 +122,7 @@ def build_network(cfg: GeneratorConfig):
 def load_generator(name_or_path: str | Path) -> Generator:
     """A generator by shipped name (ldm-shapes, l2p-shapes) or release folder."""
     from pixdiff.latents.registry import shipped
-    from pixdiff.release import load_release
+    from pixdiff.release import display_name, load_release
 
     folder = shipped(str(name_or_path)) or Path(name_or_path)
     if not folder.exists():
@@ -137,4 +137,4 @@ def load_generator(name_or_path: str | Path) -> Generator:
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise InputError(f"{folder}: the weights do not match their config.json ({str(e).splitlines()[0]})") from None
-    return Generator(net, cfg, name=folder.name)
+    return Generator(net, cfg, name=display_name(folder))
