@@ -29,9 +29,8 @@ launch() {  # launch PREFIX STEPS [options...]: the four runs side by side; fail
   return $ok
 }
 
-t0=$(date +%s)
 launch cal- 40 || { echo "calibration failed:"; tail -n 20 "$out"/cal-*.log; exit 1; }
-cal_wall=$(( $(date +%s) - t0 ))
+cal_wall=$(( $(date +%s) - start ))
 read -r per_step loop_s < <(python3 - "$out" <<'PY'
 import json, sys, pathlib
 rates, loops = [], []

@@ -138,9 +138,9 @@ def init_from_release(model: PiD, name_or_path) -> None:
     from pixdiff.decoder import load_decoder
 
     other = load_decoder(name_or_path).model
-    mine, theirs = replace(model.cfg, latent_std=1.0), replace(other.cfg, latent_std=1.0)
+    mine, theirs = asdict(replace(model.cfg, latent_std=1.0)), asdict(replace(other.cfg, latent_std=1.0))
     if mine != theirs:
-        diff = sorted(k for k in asdict(mine) if asdict(mine)[k] != asdict(theirs)[k])
+        diff = sorted(k for k in mine if mine[k] != theirs[k])
         raise InputError(f"--init {name_or_path}: its architecture differs from this preset's in {', '.join(diff)}")
     model.load_state_dict(other.state_dict())
 
