@@ -70,6 +70,11 @@ def test_eval_decode_writes_every_metric(decoder, photos, taef2_dir, tmp_path, c
     assert {"psnr", "ssim", "lq_ciede2000", "frechet", "hf_log2_distance", "hf_correlation", "blockiness",
             "seconds_per_image", "peak_memory_mb"} <= set(a)
     assert r["n"] == 12 and 0.8 < r["truth"]["blockiness"] < 1.2
+    # the reference row upsamples the real LQ image; a lossless source's decode is that image, so they agree
+    (ref,) = r["reference"].values()
+    assert "| real LQ + bicubic" in out
+    for k in ("psnr", "lq_psnr", "hf_correlation", "hf_log2_distance", "frechet"):
+        assert abs(ref[k] - a[k]) <= 0.01 * max(1.0, abs(a[k])), k
     assert (tmp_path / "s.png").exists()
 
 

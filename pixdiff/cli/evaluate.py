@@ -23,7 +23,7 @@ def register(sub) -> None:
     d.add_argument("--data", nargs="+", type=Path, help="image folders (default: ../shared/data/photos/val)")
     d.add_argument("--size", type=int, default=256, help="HQ crop size (default 256)")
     d.add_argument("--per-image", type=int, default=2, help="crops per photo: one whole-scene + native crops")
-    d.add_argument("--steps", type=int, default=25, help="sampling steps for (c) and (d)")
+    d.add_argument("--steps", type=int, help="sampling steps for (c) and (d) (default: the decoder's, 12)")
     d.add_argument("--sampler", default="euler", choices=["euler", "heun", "x0-renoise"])
     d.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale for (c) and (d) (default 1)")
     d.add_argument("--latent-guidance", type=float, default=1.0,
@@ -69,7 +69,7 @@ def run_decode(args) -> int:
     from pixdiff.data.crops import eval_crops
     from pixdiff.decoder import load_decoder
     from pixdiff.errors import InputError
-    from pixdiff.eval.decode import build_methods, evaluate_decode, markdown_table
+    from pixdiff.eval.decode import DEFAULT_STEPS, build_methods, evaluate_decode, markdown_table
     from pixdiff.latents import load_latent_source
 
     pid = load_decoder(args.decoder)
@@ -83,6 +83,7 @@ def run_decode(args) -> int:
                                  f"this comparison needs {source.name}-decoded at {pid.cfg.scale}x")
             extra[role] = dec
     features = frechet_features(args.taef2)
+    args.steps = args.steps or DEFAULT_STEPS
     crops, names = eval_crops(args.data or default_photos("val"), args.size, args.per_image, seed=args.seed)
     methods = build_methods(source, pid, steps=args.steps, sampler=args.sampler, sigmas=args.sigmas,
                             temperature=args.temperature, latent_guidance=args.latent_guidance, **extra)

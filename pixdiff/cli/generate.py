@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's; 1 = off)")
     p.add_argument("--decoder", default="vae", help="'vae' (the latent source's decoder) or a PiD decoder")
     p.add_argument("--stop-at", type=int, help="with a PiD decoder: stop the generator after K steps")
-    p.add_argument("--decoder-steps", type=int, help="PiD sampling steps (default 25)")
+    p.add_argument("--decoder-steps", type=int, help="PiD sampling steps (default: the decoder's, 12)")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_common(p)

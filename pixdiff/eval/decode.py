@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from pixdiff.data.images import downsample, resize
+from pixdiff.decoder.pid import DEFAULT_STEPS
 from pixdiff.eval import metrics
 from pixdiff.flow.time import interpolate
 
@@ -37,7 +38,7 @@ class Method:
     run: Callable[[dict, torch.Generator], torch.Tensor]  # batch -> (B, 3, H, W) in [-1, 1]
 
 
-def build_methods(source, pid, regression=None, cascade=None, steps: int = 25, sampler: str = "euler",
+def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAULT_STEPS, sampler: str = "euler",
                   sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0, latent_guidance: float = 1.0) -> list[Method]:
     scale = pid.cfg.scale
     kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance}
@@ -127,23 +128,33 @@ def evaluate_decode(source, methods: list[Method], crops: torch.Tensor, names: l
         mem_mb = peak_memory_mb(lambda: m.run(one, torch.Generator().manual_seed(seed)))  # one image
         y = torch.cat(outs)
         outputs[m.name] = y
-        y_lq = downsample(y, scale)
-        hf = metrics.hf_energy_ratio(y, crops).clamp(min=1e-12).log2()
-        r = {"psnr": metrics.psnr(y, crops).mean(), "ssim": metrics.ssim(y, crops).mean(),
-             "lq_psnr": metrics.psnr(y_lq, lq).mean(), "lq_ciede2000": metrics.ciede2000(y_lq, lq).mean(),
-             "hf_log2_ratio": hf.mean(), "hf_log2_distance": hf.abs().mean(),
-             "hf_correlation": metrics.hf_correlation(y, crops).mean(), "blockiness": metrics.blockiness(y).mean()}
-        r = {k: round(float(v), 4) for k, v in r.items()}
-        if features is not None:
-            r["frechet"] = round(metrics.frechet_distance(features(tiles(y)), feats_hq), 4)
+        r = scores(y, crops, lq, scale, features, feats_hq)
         r.update(nfe=m.nfe, seconds_per_image=round(seconds / len(crops), 4), peak_memory_mb=round(mem_mb, 1))
         results[m.name] = r
+    # What the latent lost: the real LQ image, bicubic up. No method sees it; its detail scores bound what any
+    # decoder of a lossy latent can reach without inventing.
+    reference = scores(resize(lq, crops.shape[-2:]).clamp(-1, 1), crops, lq, scale, features, feats_hq)
     truth = {"blockiness": round(float(metrics.blockiness(crops).mean()), 4)}
     return {"n": len(crops), "size": list(crops.shape[-2:]), "scale": scale, "source": source.name,
-            "features": getattr(features, "name", None), "frechet_tile": TILE, "methods": results, "truth": truth,
-            "outputs": outputs, "lq": lq, "names": names}
+            "features": getattr(features, "name", None), "frechet_tile": TILE, "methods": results,
+            "reference": {REFERENCE: reference}, "truth": truth, "outputs": outputs, "lq": lq, "names": names}
 
 
+def scores(y, crops, lq, scale, features=None, feats_hq=None) -> dict:
+    """Every quality column of one method's outputs y (N, 3, H, W) against the HQ crops and their LQ."""
+    y_lq = downsample(y, scale)
+    hf = metrics.hf_energy_ratio(y, crops).clamp(min=1e-12).log2()
+    r = {"psnr": metrics.psnr(y, crops).mean(), "ssim": metrics.ssim(y, crops).mean(),
+         "lq_psnr": metrics.psnr(y_lq, lq).mean(), "lq_ciede2000": metrics.ciede2000(y_lq, lq).mean(),
+         "hf_log2_ratio": hf.mean(), "hf_log2_distance": hf.abs().mean(),
+         "hf_correlation": metrics.hf_correlation(y, crops).mean(), "blockiness": metrics.blockiness(y).mean()}
+    r = {k: round(float(v), 4) for k, v in r.items()}
+    if features is not None:
+        r["frechet"] = round(metrics.frechet_distance(features(tiles(y)), feats_hq), 4)
+    return r
+
+
+REFERENCE = "real LQ + bicubic (reference: no latent)"
 COLUMNS = [("psnr", "PSNR"), ("ssim", "SSIM"), ("lq_psnr", "LQ PSNR"), ("lq_ciede2000", "LQ CIEDE"),
            ("hf_log2_distance", "HF |log2|"), ("hf_correlation", "HF corr"), ("frechet", "Frechet"),
            ("blockiness", "grid"), ("nfe", "NFE"), ("seconds_per_image", "s/img"), ("peak_memory_mb", "peak MB")]
@@ -152,7 +163,7 @@ COLUMNS = [("psnr", "PSNR"), ("ssim", "SSIM"), ("lq_psnr", "LQ PSNR"), ("lq_cied
 def markdown_table(result: dict) -> str:
     cols = [(k, h) for k, h in COLUMNS if any(k in r for r in result["methods"].values())]
     lines = ["| method | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, r in result["methods"].items():
+    for name, r in {**result["methods"], **result.get("reference", {})}.items():
         lines.append(f"| {name} | " + " | ".join(str(r.get(k, "")) for k, _ in cols) + " |")
     lines.append("| truth | " + " | ".join("0.0" if k == "hf_log2_distance" else "1.0" if k == "hf_correlation"
                                             else str(result["truth"].get(k, "")) for k, _ in cols) + " |")
