@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from pixdiff.data.shapes import COLOURS, SHAPES, check, parse, random_scene, render
+from scipy.ndimage import gaussian_filter
+
+from pixdiff.data.shapes import COLOURS, SHAPES, Obj, Scene, check, parse, random_scene, render
 
 
 def scenes(n, seed=0):
@@ -41,6 +43,17 @@ def test_checker_survives_mild_noise_and_blur():
         im = (im + rng.normal(0, 8, im.shape)).clip(0, 255).astype(np.uint8)
         ok.append(check(im, s.caption)["ok"])
     assert np.mean(ok) >= 0.95
+
+
+@pytest.mark.parametrize("blur", [2.0, 3.0])
+def test_softened_shapes_keep_their_names(blur):
+    """Decoders round corners: a diamond blurred by 2-3 px must not read as a circle (sharp templates alone did:
+    at 3 px they called small triangles and diamonds circles)."""
+    for shape in SHAPES:
+        for side in (20, 30, 40):
+            im = render(Scene([Obj(shape, "red", 64.3, 60.7, side)], ((90, 90, 90), (140, 140, 140))))
+            im = gaussian_filter(im.astype(np.float32), (blur, blur, 0)).round().clip(0, 255).astype(np.uint8)
+            assert check(im, f"one red {shape}")["found"] == [f"red {shape}"], (shape, side)
 
 
 def test_wrong_captions_fail():

@@ -8,7 +8,7 @@ background of low saturation. Captions state counts, colours, shapes and relatio
     "a green star to the left of a red circle"         (relation: left of / right of / above / below)
 
 `check(image, caption)` is our GenEval-lite: it parses the caption, segments the image by colour (hue of saturated
-pixels), classifies each blob's shape by its best overlap with the five shape templates drawn in its bounding box,
+pixels), classifies each blob's shape by its best overlap with the five shape templates, sharp or blurred (decoders soften edges),
 and verifies the counts (and no other objects) and the relation between the objects' centres.
 """
 from __future__ import annotations
@@ -208,36 +208,61 @@ class Found:
     area: int
 
 
-@lru_cache(maxsize=4096)
-def _templates(w: int, h: int) -> dict[str, np.ndarray]:
-    """Each shape stretched to a w x h box (drawn at 4x, then down-sampled), as boolean masks."""
-    out, k = {}, 4
-    for s in SHAPES:
-        im = Image.new("L", (w * k, h * k))
-        pts = polygon(s, 0.5, 0.5, 1.0)  # the unit shape in [0, 1]^2
-        if pts is None:
-            ImageDraw.Draw(im).ellipse([0, 0, w * k - 1, h * k - 1], fill=255)
-        else:
-            ImageDraw.Draw(im).polygon([(x * w * k, y * h * k) for x, y in pts], fill=255)
-        out[s] = np.asarray(im.resize((w, h), Image.Resampling.BOX)) > 127
-    return out
+BLURS = (0.0, 1.0, 2.0, 3.0)  # pixels of Gaussian blur: a decoder's soft edges must not change the shape read
+
+
+@lru_cache(maxsize=16384)
+def _template(shape: str, side: int, blur: float) -> tuple[np.ndarray, float, float] | None:
+    """The shape of this side drawn anti-aliased, blurred by `blur` pixels and cut at half height (what the checker
+    sees of a softened render). Returns the mask and its centroid (y, x); None when nothing is left of it."""
+    pad, k = int(np.ceil(3 * blur)) + 2, 4
+    n = side + 2 * pad
+    im = Image.new("L", (n * k, n * k))
+    draw_shape(ImageDraw.Draw(im), shape, n * k / 2, n * k / 2, side * k, 255)
+    a = np.asarray(im.resize((n, n), Image.Resampling.BOX), np.float32) / 255
+    m = (ndimage.gaussian_filter(a, blur) if blur else a) >= 0.5
+    ys, xs = np.nonzero(m)
+    return (m, float(ys.mean()), float(xs.mean())) if len(ys) else None
+
+
+def _iou(mask: np.ndarray, cy: float, cx: float, t: np.ndarray, ty: float, tx: float) -> float:
+    """Overlap of mask and template t, placed so that their centroids coincide."""
+    dy, dx = round(cy - ty), round(cx - tx)
+    y0, x0 = max(0, dy), max(0, dx)
+    y1, x1 = min(mask.shape[0], t.shape[0] + dy), min(mask.shape[1], t.shape[1] + dx)
+    inter = int((mask[y0:y1, x0:x1] & t[y0 - dy : y1 - dy, x0 - dx : x1 - dx]).sum()) if y1 > y0 and x1 > x0 else 0
+    return inter / (int(mask.sum()) + int(t.sum()) - inter)
+
+
+def classify(mask: np.ndarray) -> str:
+    """The shape of one object's mask: the template (any blur in BLURS, sides from the mask's extent to 4 px more,
+    as blur trims pointed tips) with the best overlap. Blurred templates keep a softened diamond or cross from
+    reading as a circle, which sharp templates alone do (measured on `vae-f8c16` round trips)."""
+    ys, xs = np.nonzero(mask)
+    cy, cx, extent = ys.mean(), xs.mean(), int(max(np.ptp(ys), np.ptp(xs))) + 1
+    sides = range(max(extent - 1, 2), extent + 5)
+    score = {s: max((_iou(mask, cy, cx, *t) for b in BLURS for n in sides if (t := _template(s, n, b))), default=0)
+             for s in SHAPES}
+    return max(score, key=score.get)
 
 
 def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
     """Objects in an (H, W, 3) uint8 image: saturated pixels grouped by nearest hue, then connected blobs of at
-    least min_area (a fraction of the image)."""
+    least min_area (a fraction of the image). Each blob's shape is read from where its chroma is at least half its
+    own peak, which puts a blurred edge where the sharp one was."""
     min_area = min_area * image.shape[0] * image.shape[1]
     x = image.astype(np.float32) / 255
     mx, mn = x.max(-1), x.min(-1)
-    sat = (mx - mn) / np.maximum(mx, 1e-6)
+    chroma = mx - mn
+    sat = chroma / np.maximum(mx, 1e-6)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    d = np.maximum(mx - mn, 1e-6)
+    d = np.maximum(chroma, 1e-6)
     hue = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 60
     fg = (sat > 0.45) & (mx > 0.35)
     names, hues = list(COLOURS), np.array(list(COLOURS.values()), np.float32)
     dist = np.abs((hue[..., None] - hues + 180) % 360 - 180)  # (H, W, 6)
     label = dist.argmin(-1)
-    found = []
+    found, pad = [], 4
     for i, name in enumerate(names):
         mask = ndimage.binary_opening(fg & (label == i), iterations=1)
         blobs, n = ndimage.label(mask)
@@ -245,11 +270,16 @@ def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
             blob = blobs[sl] == j
             if blob.sum() < min_area:
                 continue
-            h, w = blob.shape
-            scores = {s: (t & blob).sum() / max((t | blob).sum(), 1) for s, t in _templates(w, h).items()}
+            # the blob's window, widened by pad: its half-peak mask, kept near the blob (neighbours are >= 6 px away)
+            wy = slice(max(sl[0].start - pad, 0), sl[0].stop + pad)
+            wx = slice(max(sl[1].start - pad, 0), sl[1].stop + pad)
+            near = np.zeros(chroma[wy, wx].shape, bool)
+            near[sl[0].start - wy.start : sl[0].stop - wy.start, sl[1].start - wx.start : sl[1].stop - wx.start] = blob
+            near = ndimage.binary_dilation(near, iterations=2)
+            half = near & (label[wy, wx] == i) & (chroma[wy, wx] >= 0.5 * np.percentile(chroma[sl][blob], 90))
             ys, xs = np.nonzero(blob)
-            found.append(Found(name, max(scores, key=scores.get), sl[1].start + xs.mean(), sl[0].start + ys.mean(),
-                               int(blob.sum())))
+            found.append(Found(name, classify(half if half.any() else blob), sl[1].start + xs.mean(),
+                               sl[0].start + ys.mean(), int(blob.sum())))
     return found
 
 
