@@ -62,7 +62,9 @@ def test_eval_decode_writes_every_metric(decoder, photos, taef2_dir, tmp_path, c
     out = capsys.readouterr().out
     assert "| (d) PiD |" in out and "| truth |" in out
     r = json.loads(js.read_text())
-    assert list(r["methods"]) == ["(a) decode + bicubic", "(d) PiD", "(d) PiD, sigma=0.2"]
+    assert list(r["methods"]) == ["(a) decode + bicubic", "(d) PiD's LQ estimate + bicubic", "(d) PiD",
+                                  "(d) PiD, sigma=0.2"]
+    assert r["methods"]["(d) PiD's LQ estimate + bicubic"]["nfe"] == 0
     a = r["methods"]["(a) decode + bicubic"]
     assert a["nfe"] == 0 and r["methods"]["(d) PiD"]["nfe"] == 1
     # pixels-f4 is lossless: (a) is exactly bicubic of the LQ image, which the bicubic down-sampler nearly inverts

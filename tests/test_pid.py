@@ -1,5 +1,6 @@
 """PiD: training pairs, the decoder's contract (shapes, seeds, padding, bad input), release round trip, learning."""
 import json
+from dataclasses import replace
 import warnings
 
 import pytest
@@ -303,3 +304,24 @@ def test_init_from_released_weights_and_mismatched_architecture(pix_task, photos
     other, _ = TRAIN_PRESETS["tiny-cascade"]
     with pytest.raises(InputError, match="architecture differs from this preset's in .*latent_source"):
         PiDTask(other, load_latent_source("pixels-f4"), [photos / "val"], init=tmp_path / "w")
+
+
+def test_head_only_training_moves_only_the_lq_head_and_lowers_its_loss(photos):
+    cfg, _ = TRAIN_PRESETS["tiny-head"]
+    torch.manual_seed(0)
+    task = PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"])
+    model, before = task.model, {k: v.clone() for k, v in task.model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    b = task.batch(4, torch.Generator().manual_seed(0))
+    start = float(task.loss(model, b, torch.Generator())[0].detach())
+    for _ in range(40):
+        opt.zero_grad()
+        loss, stats = task.loss(model, b, torch.Generator())
+        loss.backward()
+        opt.step()
+    assert set(stats) == {"aux_rgb"} and float(loss) < 0.5 * start
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith("adapter.aux.") for k in moved)  # the pixel DiT and the trunk stay put
+    with pytest.raises(InputError, match="head_only trains the adapter's LQ estimate"):
+        PiDTask(replace(TRAIN_PRESETS["tiny-cascade"][0], head_only=True), load_latent_source("pixels-f4"),
+                [photos / "val"])

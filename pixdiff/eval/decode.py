@@ -54,6 +54,11 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAU
     if cascade is not None:
         methods.append(Method("(c) decode + diffusion SR", nfe, lambda b, g: cascade.decode(
             b["decoded"], generator=g, **kw)))
+    if pid.model.adapter.aux is not None:  # what the adapter reads from the latent alone, before any DiT call
+        def lq_estimate(b, g):
+            lq = pid.model.latent_branch(b["z"])[1].float()
+            return resize(lq, (lq.shape[-2] * scale, lq.shape[-1] * scale)).clamp(-1, 1)
+        methods.append(Method("(d) PiD's LQ estimate + bicubic", 0, lq_estimate))
     methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **kw)))
     for s in sigmas:
         def noised(b, g, s=s):

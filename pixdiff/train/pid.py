@@ -49,6 +49,8 @@ class PiDTrainConfig:
     shift: float = 2.0  # at 256^2: PiD's 6 sqrt(sqrt(HW) / 2048) gives 2.1 there
     text: bool = False  # caption conditioning from <image>.txt files next to the images (MiniLM, pooled)
     caption_dropout: float = 0.1
+    head_only: bool = False  # train only the adapter's LQ estimate (the aux loss; the pixel DiT is not run): a new
+    # latent source's decoder head learns at a small fraction of a teacher step's cost, then `--init` the teacher
 
 
 # The teacher: x0 output residual around the decoder head's LQ estimate, that head starting as vae-f8c16's decoder
@@ -58,6 +60,7 @@ SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_i
 CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
 REGRESSION = replace(CASCADE, objective="l1", latent_dropout=0.0)
 SMALL_OPT = OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)
+HEAD_OPT = OptimConfig(steps=4000, batch=16, lr=3e-4, warmup=100)
 TINY_OPT = OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)
 
 
@@ -70,12 +73,14 @@ TRAIN_PRESETS = {
     "small-text": (replace(SMALL, text=True), SMALL_OPT),
     "small-cascade": (CASCADE, SMALL_OPT),
     "small-regression": (REGRESSION, SMALL_OPT),
+    "small-head": (replace(SMALL, head_only=True, latent_dropout=0.0), HEAD_OPT),
     "small-v1": (PiDTrainConfig(), SMALL_OPT),
     "small-x0": (PiDTrainConfig(prediction="x0"), SMALL_OPT),
     "tiny": (_tiny(SMALL), TINY_OPT),
     "tiny-text": (_tiny(replace(SMALL, text=True)), TINY_OPT),
     "tiny-cascade": (_tiny(CASCADE), TINY_OPT),
     "tiny-regression": (_tiny(REGRESSION), TINY_OPT),
+    "tiny-head": (_tiny(replace(SMALL, head_only=True, latent_dropout=0.0)), TINY_OPT),
 }
 
 
@@ -153,6 +158,9 @@ class PiDTask:
         if cfg.text:
             from pixdiff.ldm.text import TextEncoder
             self.text = TextEncoder()
+        if cfg.head_only and (cfg.rgb_head == "identity" or cfg.condition != "latent"):
+            raise InputError("head_only trains the adapter's LQ estimate from latents: it needs a learned rgb_head "
+                             "(linear or decoder) and condition 'latent'")
         self.model = PiD(model_config(cfg, source_signature(self.source)))
         if cfg.rgb_init:  # (a resumed run then loads its own weights over these)
             from pixdiff.latents import load_latent_source
@@ -190,6 +198,9 @@ class PiDTask:
 
     def loss(self, model: PiD, b: dict, g: torch.Generator):
         hq, z, sigma, keep = b["hq"], b["z"], b["sigma"], b["keep"]
+        if self.cfg.head_only:  # the LQ estimate alone; parameters without a gradient are left as they are
+            aux = aux_rgb_loss(model.latent_branch(z)[1], b["lq"], 1 - sigma)
+            return aux, {"aux_rgb": aux.detach()}
         branch = model.latent_branch(z)  # (trunk map, LQ estimate)
         if self.cfg.objective == "l1":
             main = (model.regress(z, sigma, branch=branch, text=b["text"]).float() - hq).abs().mean()
