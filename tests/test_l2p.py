@@ -44,6 +44,27 @@ def chain(tmp_path_factory):
     return root
 
 
+def test_synth_resumes_after_a_kill_and_refuses_another_set(chain, tmp_path):
+    from pixdiff.errors import InputError
+    from pixdiff.ldm.generator import load_generator
+    from pixdiff.transfer.synth import CAPTIONS, synthesize
+
+    gen = load_generator(chain / "ldm" / "weights")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    synthesize(gen, 5, full, batch=4, progress=False)
+    synthesize(gen, 5, cut, batch=4, progress=False)
+    lines = (cut / CAPTIONS).read_text().splitlines(keepends=True)
+    (cut / CAPTIONS).write_text("".join(lines[:6]))  # killed in the second batch of 4
+    for f in sorted(cut.glob("*.png"))[6:]:
+        f.unlink()
+    assert synthesize(gen, 5, cut, batch=4, progress=False)["resumed_at"] == 6
+    assert (cut / CAPTIONS).read_text() == (full / CAPTIONS).read_text()
+    for f in sorted(full.glob("*.png")):  # the same images as the uninterrupted run
+        assert (cut / f.name).read_bytes() == f.read_bytes(), f.name
+    with pytest.raises(InputError, match="holds another synthetic set"):
+        synthesize(gen, 5, cut, batch=4, seed=1, progress=False)
+
+
 def test_synth_transfer_train_generate(chain, capsys):
     root = chain
     assert main(["synth", "--teacher", str(root / "ldm" / "weights"), "--n", "5", "--out", str(root / "synth")]) == 0

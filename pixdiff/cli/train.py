@@ -15,8 +15,8 @@ def register(sub) -> None:
                                    "(config.json + fp16 safetensors) land in OUT/weights at the end.")
     p.add_argument("model", choices=["vae", "pid", "ldm", "l2p"],
                    help="vae: the f8c16 autoencoder; pid: a PiD decoder (presets small = the teacher, small-cascade "
-                        "= diffusion SR on the source's decoded image, small-regression = L1 SR on it, small-head = only the "
-                        "LQ estimate head, to --init a teacher for a new latent source); ldm: the "
+                        "= diffusion SR on the source's decoded image, small-regression = L1 SR on it, small-head = "
+                        "only the LQ estimate head, to --init a teacher for a new latent source); ldm: the "
                         "text-to-image latent generator on the shapes world; l2p: a pixel student from `pixdiff transfer` "
                         "(--init) on a synthetic set (--data DIR, or --data shapes for rendered scenes)")
     p.add_argument("--preset", default="small", help="size preset (tiny: tests; small*: 2 CPU cores)")

@@ -10,7 +10,8 @@ MAX_OUTPUT_PIXELS = 2048 * 2048
 
 def add_decoding_options(p) -> None:
     p.add_argument("--decoder", required=True, help="PiD decoder: shipped name (pid-f8c16-x4-teacher) or folder")
-    p.add_argument("--steps", type=int, help="sampling steps (network evaluations with euler; default: the decoder's, 12)")
+    p.add_argument("--steps", type=int,
+                   help="sampling steps (network evaluations with euler; default: the decoder's, 12)")
     p.add_argument("--sampler", default="euler", choices=["euler", "heun", "x0-renoise"], help="ODE sampler")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the starting noise (default 1; lower invents less detail, higher fidelity)")

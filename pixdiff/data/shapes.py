@@ -8,8 +8,8 @@ background of low saturation. Captions state counts, colours, shapes and relatio
     "a green star to the left of a red circle"         (relation: left of / right of / above / below)
 
 `check(image, caption)` is our GenEval-lite: it parses the caption, segments the image by colour (hue of saturated
-pixels), classifies each blob's shape by its best overlap with the five shape templates, sharp or blurred (decoders soften edges),
-and verifies the counts (and no other objects) and the relation between the objects' centres.
+pixels), classifies each blob's shape by its best overlap with the five shape templates, sharp or blurred
+(decoders soften edges), and verifies the counts (and no other objects) and the relation between the objects' centres.
 """
 from __future__ import annotations
 
