@@ -51,6 +51,8 @@ class PiDTrainConfig:
     caption_dropout: float = 0.1
     head_only: bool = False  # train only the adapter's LQ estimate (the aux loss; the pixel DiT is not run): a new
     # latent source's decoder head learns at a small fraction of a teacher step's cost, then `--init` the teacher
+    aux_luma: float = 0.25  # the aux loss's weight on Y: v1.5's 0.25 favours colour; the residual teacher builds
+    # its output on this estimate, so the head-only stage weights brightness fully (1.0)
 
 
 # The teacher: x0 output residual around the decoder head's LQ estimate, that head starting as vae-f8c16's decoder
@@ -60,7 +62,7 @@ SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_i
 CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
 REGRESSION = replace(CASCADE, objective="l1", latent_dropout=0.0)
 SMALL_OPT = OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)
-HEAD_OPT = OptimConfig(steps=4000, batch=16, lr=3e-4, warmup=100)
+HEAD_OPT = OptimConfig(steps=4000, batch=16, lr=6e-4, warmup=100)
 TINY_OPT = OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)
 
 
@@ -73,7 +75,7 @@ TRAIN_PRESETS = {
     "small-text": (replace(SMALL, text=True), SMALL_OPT),
     "small-cascade": (CASCADE, SMALL_OPT),
     "small-regression": (REGRESSION, SMALL_OPT),
-    "small-head": (replace(SMALL, head_only=True, latent_dropout=0.0), HEAD_OPT),
+    "small-head": (replace(SMALL, head_only=True, latent_dropout=0.0, aux_luma=1.0), HEAD_OPT),
     "small-v1": (PiDTrainConfig(), SMALL_OPT),
     "small-x0": (PiDTrainConfig(prediction="x0"), SMALL_OPT),
     "tiny": (_tiny(SMALL), TINY_OPT),
@@ -91,11 +93,13 @@ def ycbcr(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([y, 0.564 * (b - y), 0.713 * (r - y)], 1)
 
 
-def aux_rgb_loss(pred: torch.Tensor, lq: torch.Tensor, weight: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """PiD v1.5's colour loss: Charbonnier in YCbCr, Y weighted 0.25 and Cb / Cr 1.0; per-sample weight (B,)."""
+def aux_rgb_loss(pred: torch.Tensor, lq: torch.Tensor, weight: torch.Tensor, eps: float = 1e-3,
+                 luma: float = 0.25) -> torch.Tensor:
+    """PiD v1.5's colour loss: Charbonnier in YCbCr, Y weighted `luma` (0.25) and Cb / Cr 1.0; per-sample weight
+    (B,)."""
     d = ycbcr(pred.float()) - ycbcr(lq.float())
     c = (d.square() + eps**2).sqrt() - eps  # (B, 3, h, w)
-    per_sample = (c * torch.tensor([0.25, 1.0, 1.0], device=c.device).view(1, 3, 1, 1)).flatten(1).mean(1)
+    per_sample = (c * torch.tensor([luma, 1.0, 1.0], device=c.device).view(1, 3, 1, 1)).flatten(1).mean(1)
     return (per_sample * weight).sum() / weight.sum().clamp(min=1)
 
 
@@ -199,7 +203,7 @@ class PiDTask:
     def loss(self, model: PiD, b: dict, g: torch.Generator):
         hq, z, sigma, keep = b["hq"], b["z"], b["sigma"], b["keep"]
         if self.cfg.head_only:  # the LQ estimate alone; parameters without a gradient are left as they are
-            aux = aux_rgb_loss(model.latent_branch(z)[1], b["lq"], 1 - sigma)
+            aux = aux_rgb_loss(model.latent_branch(z)[1], b["lq"], 1 - sigma, luma=self.cfg.aux_luma)
             return aux, {"aux_rgb": aux.detach()}
         branch = model.latent_branch(z)  # (trunk map, LQ estimate)
         if self.cfg.objective == "l1":
@@ -213,7 +217,7 @@ class PiDTask:
         stats = {"main": main.detach()}
         loss = main
         if branch[1] is not None and self.cfg.rgb_head != "identity" and self.cfg.aux_weight > 0:
-            aux = aux_rgb_loss(branch[1], b["lq"], (1 - sigma) * keep)
+            aux = aux_rgb_loss(branch[1], b["lq"], (1 - sigma) * keep, luma=self.cfg.aux_luma)
             loss = loss + self.cfg.aux_weight * aux
             stats["aux_rgb"] = aux.detach()
         return loss, stats
