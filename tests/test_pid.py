@@ -319,7 +319,7 @@ def test_head_only_training_moves_only_the_lq_head_and_lowers_its_loss(photos):
         loss, stats = task.loss(model, b, torch.Generator())
         loss.backward()
         opt.step()
-    assert set(stats) == {"aux_rgb"} and float(loss) < 0.5 * start
+    assert set(stats) == {"aux_rgb"} and float(loss.detach()) < 0.5 * start
     moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert moved and all(k.startswith("adapter.aux.") for k in moved)  # the pixel DiT and the trunk stay put
     with pytest.raises(InputError, match="head_only trains the adapter's LQ estimate"):
