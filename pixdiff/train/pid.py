@@ -61,6 +61,7 @@ class PiDTrainConfig:
 SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_init="vae-f8c16")
 CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
 REGRESSION = replace(CASCADE, objective="l1", latent_dropout=0.0)
+HEAD = replace(SMALL, head_only=True, latent_dropout=0.0, aux_luma=1.0)  # the teacher's LQ head alone
 SMALL_OPT = OptimConfig(steps=8000, batch=8, lr=3e-4, warmup=300)
 HEAD_OPT = OptimConfig(steps=4000, batch=16, lr=6e-4, warmup=100)
 TINY_OPT = OptimConfig(steps=20, batch=2, lr=1e-3, warmup=5, log_every=5)
@@ -75,14 +76,14 @@ TRAIN_PRESETS = {
     "small-text": (replace(SMALL, text=True), SMALL_OPT),
     "small-cascade": (CASCADE, SMALL_OPT),
     "small-regression": (REGRESSION, SMALL_OPT),
-    "small-head": (replace(SMALL, head_only=True, latent_dropout=0.0, aux_luma=1.0), HEAD_OPT),
+    "small-head": (HEAD, HEAD_OPT),
     "small-v1": (PiDTrainConfig(), SMALL_OPT),
     "small-x0": (PiDTrainConfig(prediction="x0"), SMALL_OPT),
     "tiny": (_tiny(SMALL), TINY_OPT),
     "tiny-text": (_tiny(replace(SMALL, text=True)), TINY_OPT),
     "tiny-cascade": (_tiny(CASCADE), TINY_OPT),
     "tiny-regression": (_tiny(REGRESSION), TINY_OPT),
-    "tiny-head": (_tiny(replace(SMALL, head_only=True, latent_dropout=0.0)), TINY_OPT),
+    "tiny-head": (_tiny(HEAD), TINY_OPT),
 }
 
 
