@@ -68,8 +68,9 @@ def frechet_features(taef2):
 def run_decode(args) -> int:
     from pixdiff.data.crops import eval_crops
     from pixdiff.decoder import load_decoder
+    from pixdiff.decoder.pid import DEFAULT_STEPS
     from pixdiff.errors import InputError
-    from pixdiff.eval.decode import DEFAULT_STEPS, build_methods, evaluate_decode, markdown_table
+    from pixdiff.eval.decode import build_methods, evaluate_decode, markdown_table
     from pixdiff.latents import load_latent_source
 
     pid = load_decoder(args.decoder)
