@@ -63,6 +63,13 @@ def test_synth_resumes_after_a_kill_and_refuses_another_set(chain, tmp_path):
         assert (cut / f.name).read_bytes() == f.read_bytes(), f.name
     with pytest.raises(InputError, match="holds another synthetic set"):
         synthesize(gen, 5, cut, batch=4, seed=1, progress=False)
+    with pytest.raises(InputError, match="holds another synthetic set"):  # same prompts, other guidance
+        synthesize(gen, 5, cut, batch=4, cfg=gen.cfg.cfg + 1, progress=False)
+    # a larger n extends the set to exactly the set that n makes from scratch
+    assert synthesize(gen, 7, cut, batch=4, progress=False)["resumed_at"] == 10
+    synthesize(gen, 7, tmp_path / "seven", batch=4, progress=False)
+    assert (cut / CAPTIONS).read_text() == (tmp_path / "seven" / CAPTIONS).read_text()
+    assert (cut / "000013.png").read_bytes() == (tmp_path / "seven" / "000013.png").read_bytes()
 
 
 def test_synth_transfer_train_generate(chain, capsys):

@@ -30,11 +30,14 @@ def register(sub) -> None:
     p = sub.add_parser("synth", help="L2P's synthetic training set, rendered by a source generator",
                        description="Draw prompts from the hierarchical taxonomy (categories -> subcategories -> "
                                    "leaves), filter them, and render --per-prompt images each with the source "
-                                   "through its own VAE decoder. Writes OUT/*.png and OUT/captions.jsonl.")
+                                   "through its own VAE decoder. Writes OUT/*.png and OUT/captions.jsonl. "
+                                   "Resumable: run it again with the same arguments; a larger --n extends the set "
+                                   "(the prompts of a smaller --n are its first ones).")
     p.add_argument("--teacher", required=True, help="the source generator (ldm-shapes or a folder)")
     p.add_argument("--n", type=int, required=True, help="number of prompts")
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default 2)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--cfg", type=float, help="guidance scale (default: the teacher's)")
     add_common(p)
     p.set_defaults(func=run_synth)
 
@@ -117,6 +120,6 @@ def run_synth(args) -> int:
     from pixdiff.transfer.synth import synthesize
 
     gen = load_generator(args.teacher)
-    r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, progress=args.json != "-")
+    r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, cfg=args.cfg, progress=args.json != "-")
     emit(args, r, f"{r['images']} images for {r['prompts']} prompts from {r['source']} -> {r['folder']}/")
     return 0

@@ -81,16 +81,19 @@ def heldout_prompts(n: int = 60) -> list[str]:
 
 @torch.no_grad()
 def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, seed: int = 0, batch: int = 16,
-               progress: bool = True) -> dict:
-    """Render per_prompt images for each of n_prompts prompts with `generator` (through its own decoder).
+               cfg: float | None = None, progress: bool = True) -> dict:
+    """Render per_prompt images for each of n_prompts prompts with `generator` (through its own decoder), at guidance
+    scale `cfg` (default: the generator's), which every caption row records.
     Resumable: captions are appended batch by batch, each batch seeded by its position, so a run stopped at any
     point and started again with the same arguments skips what is done and ends with the same set."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     exclude = set(heldout_prompts(MAX_HELDOUT))
+    cfg = generator.cfg.cfg if cfg is None else cfg
     jobs = [(p, path, k) for p, path in sample_prompts(n_prompts, seed, exclude) for k in range(per_prompt)]
     done = [json.loads(line) for line in (out / CAPTIONS).read_text().splitlines()] if (out / CAPTIONS).exists() else []
-    if [(r["prompt"], r["index"]) for r in done] != [(p, k) for p, _, k in jobs[: len(done)]] or len(done) > len(jobs):
+    if ([(r["prompt"], r["index"], r.get("cfg", cfg)) for r in done] != [(p, k, cfg) for p, _, k in jobs[: len(done)]]
+            or len(done) > len(jobs)):
         raise InputError(f"{out} holds another synthetic set ({len(done)} images of other prompts or settings); "
                          "use a new folder or the arguments it was made with")
     start = len(done) if len(done) == len(jobs) else len(done) - len(done) % batch  # a cut batch: again
@@ -99,14 +102,15 @@ def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, 
     for i in tqdm(range(start, len(jobs), batch), desc="synth", disable=not progress, initial=start // batch,
                   total=-(-len(jobs) // batch)):
         chunk = jobs[i : i + batch]
-        images = generator.generate([p for p, _, _ in chunk], generator=torch.Generator().manual_seed(seed * 100_003 + i))
+        images = generator.generate([p for p, _, _ in chunk], cfg=cfg,
+                                    generator=torch.Generator().manual_seed(seed * 100_003 + i))
         rows = []
         for j, ((prompt, path, k), im) in enumerate(zip(chunk, images)):
             save_image(im, out / f"{i + j:06d}.png")
-            rows.append({"file": f"{i + j:06d}.png", "prompt": prompt, "taxonomy": path, "index": k})
+            rows.append({"file": f"{i + j:06d}.png", "prompt": prompt, "taxonomy": path, "index": k, "cfg": cfg})
         with open(out / CAPTIONS, "a") as f:  # after the images: a listed file always exists
             f.writelines(json.dumps(r) + "\n" for r in rows)
-    return {"images": len(jobs), "prompts": n_prompts, "folder": str(out), "source": generator.name,
+    return {"images": len(jobs), "prompts": n_prompts, "folder": str(out), "source": generator.name, "cfg": cfg,
             "resumed_at": len(done) if done else None}
 
 
