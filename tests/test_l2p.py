@@ -110,7 +110,9 @@ def test_synth_transfer_train_generate(chain, capsys):
                  "--prompts", "6", "--per-prompt", "2", "--steps", "2", "--json", str(js)]) == 0
     r = json.loads(js.read_text())
     st = r["students"]["l2p"]  # a run's weights/ folder is called after its run
-    assert r["source"]["n"] == 12 and 0 <= st["accuracy"] <= 1 and "retention" in st
+    assert r["source"]["n"] == 12 and 0 <= st["accuracy"] <= 1
+    src = r["source"]["accuracy"]
+    assert st["retention"] == (round(st["accuracy"] / src, 4) if src > 0 else None)
     assert r["reference"]["renders"]["accuracy"] >= 11 / 12  # the checker on ground truth (tested >= 98% at 128^2)
     assert r["reference"]["roundtrip"]["source"] == "vae-f8c16" and r["reference"]["roundtrip"]["psnr"] > 15
     assert "| l2p |" in capsys.readouterr().out and r["source"]["name"] == "ldm"
@@ -135,3 +137,27 @@ def test_heldout_prompts_are_a_stable_prefix_and_never_synthesized():
     assert len(held) == MAX_HELDOUT
     with pytest.raises(InputError, match="at most 200"):
         heldout_prompts(201)
+
+
+def test_retention_is_undefined_when_the_source_passes_nothing():
+    from pixdiff.eval.l2p import retention
+
+    assert retention(0.021, 0.05) == 0.42 and retention(0.05, 0.05) == 1.0
+    assert retention(0.0, 0.0) is None and retention(0.1, 0.0) is None
+
+
+def test_shipped_student_keeps_the_shipped_generators_middle_blocks():
+    """l2p-shapes was transferred from ldm-shapes with the middle blocks frozen: they must be the same tensors."""
+    from safetensors.torch import load_file
+
+    from pixdiff.latents.registry import shipped
+
+    student, source = shipped("l2p-shapes"), shipped("ldm-shapes")
+    cfg = json.loads((student / "config.json").read_text())
+    st, src = load_file(student / "model.safetensors"), load_file(source / "model.safetensors")
+    n_layers, n = cfg["transformer"]["n_layers"], cfg["n_train"]
+    frozen = [k for k in st if any(k.startswith(f"transformer.layers.{i}.") for i in range(n, n_layers - n))]
+    assert cfg["kind"] == "l2p" and cfg["head"] == "detailer" and len(frozen) > 0
+    assert all(torch.equal(st[k], src[k]) for k in frozen)
+    trained = [k for k in st if k.startswith("transformer.layers.0.")]  # a shallow block did train
+    assert trained and not all(torch.equal(st[k], src[k]) for k in trained)

@@ -62,12 +62,17 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
         ims = sample_all(st, prompts, per_prompt, seed, steps, cfg, progress=progress)
         samples[name] = ims
         r = geneval_lite(ims, prompts, per_prompt)
-        r["retention"] = round(r["accuracy"] / max(result["source"]["accuracy"], 1e-9), 4)
+        r["retention"] = retention(r["accuracy"], result["source"]["accuracy"])
         if features is not None:
             r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
         result["students"][name] = r
     result["samples"] = samples
     return result
+
+
+def retention(student_accuracy: float, source_accuracy: float) -> float | None:
+    """Student accuracy / source accuracy; None (undefined) when the source passes nothing."""
+    return round(student_accuracy / source_accuracy, 4) if source_accuracy > 0 else None
 
 
 def markdown_table(result: dict) -> str:
@@ -79,7 +84,7 @@ def markdown_table(result: dict) -> str:
                  + " | 1.0 | 0.0 |")
     for name, r in result["students"].items():
         lines.append(f"| {name} | {r['accuracy']} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats)
-                     + f" | {r['retention']} | {r.get('frechet_to_source', '')} |")
+                     + f" | {'n/a' if r['retention'] is None else r['retention']} | {r.get('frechet_to_source', '')} |")
     ref = result.get("reference")
     if ref:
         rt = ref["roundtrip"]
