@@ -1,5 +1,6 @@
 """L2P end to end on tiny models: taxonomy and filtering, the synthetic set, transfer / train / generate CLI."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +94,12 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert im.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="generates pixels directly"):
         gen.generate(["two red circles"], steps=2, stop_at=1)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(root / "l2p" / "weights"), "--prompt", "two red circles", "--n", "2",
+                 "--steps", "2", "--out", str(root / "gen"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoder"] is None and [Path(r["output"]).name for r in out["images"]] == [
+        "two-red-circles-0.png", "two-red-circles-1.png"]
     assert main(["transfer", "--source", str(root / "l2p" / "weights"), "--grow", "2", "--out", str(root / "big")]) == 0
     big = load_generator(root / "big")
     assert big.cfg.size == 128 and big.velocity.patch == 32

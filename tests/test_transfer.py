@@ -126,3 +126,4 @@ def test_growing_doubles_the_patch_keeps_the_grid_and_embeds_like_the_pooled_ima
     frozen_small = [i for i, b in enumerate(fam.blocks(student.transformer)) if not next(b.parameters()).requires_grad]
     frozen_big = [i for i, b in enumerate(fam.blocks(big.transformer)) if not next(b.parameters()).requires_grad]
     assert frozen_small == frozen_big
+    assert len(rep.frozen) == sum(1 for i in frozen_big for _ in fam.blocks(big.transformer)[i].parameters())

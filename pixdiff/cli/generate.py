@@ -59,6 +59,7 @@ def run(args) -> int:
         for (p, i), im in zip(chunk, images):
             dst = save_image(im, args.out / f"{slug(p)}-{i}.png")
             results.append({"prompt": p, "output": str(dst)})
-    emit(args, {"model": gen.name, "decoder": args.decoder, "images": results},
-         f"{len(results)} images from {gen.name} ({args.decoder}) -> {args.out}/")
+    via = None if gen.pixel else args.decoder  # an L2P student makes pixels itself
+    emit(args, {"model": gen.name, "decoder": via, "images": results},
+         f"{len(results)} images from {gen.name} ({via or 'pixels'}) -> {args.out}/")
     return 0

@@ -185,7 +185,7 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
     for i, b in enumerate(fam.blocks(old)):  # keep the same blocks frozen
         if not any(p.requires_grad for p in b.parameters()):
             blocks[i].requires_grad_(False)
-            report.frozen.append(f"block {i}")
+            report.frozen += [f"block {i}: {name}" for name, _ in blocks[i].named_parameters()]  # as freeze_middle
     report.params = param_counts(grown, report)
     return grown, report
 
