@@ -86,6 +86,8 @@ def test_synth_transfer_train_generate(chain, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["family"] == "z-image" and rep["patch"] == 16 and rep["copied"] and rep["n_train"] == 1
     assert json.loads((root / "student" / "transfer_report.json").read_text())["new"] == rep["new"]
+    saved = json.loads((root / "student" / "config.json").read_text())["transformer"]
+    assert saved["in_channels"] == 3 and not [k for k in saved if k.startswith("_")]  # no hash-ordered diffusers keys
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--out", str(root / "l2p"), "--no-progress"]) == 0
     gen = load_generator(root / "l2p" / "weights")

@@ -40,7 +40,11 @@ class GeneratorConfig:
     n_train: int = 0  # l2p: shallow blocks trained at each end
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # diffusers' private bookkeeping (_use_default_values is a set, listed in hash order) would make two
+        # writes of the same model differ byte for byte; from_config does not need it
+        d["transformer"] = {k: v for k, v in d["transformer"].items() if not k.startswith("_")}
+        return d
 
 
 class Generator:
