@@ -107,6 +107,12 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert big.cfg.size == 128 and big.velocity.patch == 32
     assert big.generate(["two red circles"], steps=1).shape == (1, 3, 128, 128)
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--grow", "2", "--out", str(root / "x")]) == 2
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--prediction", "x", "--out",
+                 str(root / "student-x")]) == 0
+    assert main(["transfer", "--source", str(root / "student-x"), "--grow", "2", "--out", str(root / "big-x")]) == 0
+    assert load_generator(root / "student-x").velocity.prediction == "x"
+    assert load_generator(root / "big-x").velocity.prediction == "x"  # growing keeps what the head predicts
+    assert load_generator(root / "big").velocity.prediction == "v"
     capsys.readouterr()
     assert main(["bench", "generate", "--source", str(root / "ldm" / "weights"), "--student", str(root / "big"),
                  "--size", "128", "--repeats", "1", "--shifts", "1", "3", "--prompts", "2", "--json"]) == 0

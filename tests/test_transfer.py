@@ -127,3 +127,18 @@ def test_growing_doubles_the_patch_keeps_the_grid_and_embeds_like_the_pooled_ima
     frozen_big = [i for i, b in enumerate(fam.blocks(big.transformer)) if not next(b.parameters()).requires_grad]
     assert frozen_small == frozen_big
     assert len(rep.frozen) == sum(1 for i in frozen_big for _ in fam.blocks(big.transformer)[i].parameters())
+
+
+def test_x_prediction_turns_the_clean_image_into_the_velocity():
+    x0, eps, t = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64), torch.tensor([0.3, 0.9])
+    tb = t.view(-1, 1, 1, 1)
+    x_t = (1 - tb) * x0 + tb * eps
+    caps = [torch.randn(3, 384), torch.randn(5, 384)]
+    student, _ = transfer(zimage(), vae_factor=8, n_train=1, prediction="x")
+    with torch.no_grad():  # the zero-initialised head predicts x = 0: v = x_t / t, t clipped at 0.05
+        assert torch.allclose(student(x_t, torch.tensor([0.3, 0.01]), caps), x_t / torch.tensor([0.3, 0.05]).view(
+            -1, 1, 1, 1))
+        student.head.register_forward_hook(lambda m, a, o: x0)  # an oracle head: the true clean image
+        assert torch.allclose(student(x_t, t, caps), eps - x0, atol=1e-5)
+    with pytest.raises(InputError, match="unknown prediction 'eps'"):
+        transfer(zimage(), vae_factor=8, n_train=1, prediction="eps")

@@ -24,6 +24,9 @@ def register(sub) -> None:
                                             "resolution (patch grown alike, one more head stage per doubling)")
     p.add_argument("--head", default="detailer", choices=["detailer", "linear"],
                    help="detailer: L2P's conv U-Net head; linear: a linear unpatchify (ablation)")
+    p.add_argument("--prediction", default="v", choices=["v", "x"],
+                   help="what the head outputs: v, the velocity (L2P, default); x, the clean image, turned into the "
+                        "velocity (x_t - x) / t (JiT's x-prediction; an experiment against the low-noise grain)")
     add_common(p)
     p.set_defaults(func=run_transfer)
 
@@ -100,14 +103,15 @@ def run_transfer(args) -> int:
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(family_of(transformer).blocks(transformer))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
-    student, report = transfer(transformer, factor, n_train, seed=42, patch=args.patch, head=args.head)
+    student, report = transfer(transformer, factor, n_train, seed=42, patch=args.patch, head=args.head,
+                               prediction=args.prediction)
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
         gcfg = GeneratorConfig()
     cfg = replace(gcfg, kind="l2p", transformer=dict(student.transformer.config),
                   family=type(student.transformer).__name__, head=args.head,
                   head_channels=list(getattr(student.head, "channels", [])),
-                  n_train=n_train)
+                  n_train=n_train, prediction=args.prediction)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")

@@ -38,6 +38,7 @@ class GeneratorConfig:
     head: str = "detailer"  # l2p: "detailer" or "linear" (ablation)
     head_channels: list = field(default_factory=list)  # l2p: Detailer Head
     n_train: int = 0  # l2p: shallow blocks trained at each end
+    prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P) or "x" (clean image, JiT)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,7 +119,7 @@ def build_network(cfg: GeneratorConfig):
     """The (untrained) network a generator config describes."""
     if cfg.kind == "l2p":
         from pixdiff.transfer.student import build_student
-        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train, cfg.head)
+        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train, cfg.head, cfg.prediction)
     from diffusers import ZImageTransformer2DModel
     return ZImageVelocity(ZImageTransformer2DModel.from_config(cfg.transformer))
 

@@ -39,10 +39,17 @@ class TransferReport:
 
 
 class PixelStudent(nn.Module):
-    """The transferred transformer + Detailer Head: v(x, t, captions) on images, in pixdiff's convention."""
+    """The transferred transformer + Detailer Head: v(x, t, captions) on images, in pixdiff's convention.
+    prediction "v": the head's output is the velocity (L2P); "x": it is the clean image and v = (x_t - x) / t, with
+    t clipped at T_MIN (JiT's x-prediction, for pixels where a velocity head leaves noise at low t)."""
 
-    def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead):
+    T_MIN = 0.05
+
+    def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead, prediction: str = "v"):
         super().__init__()
+        if prediction not in ("v", "x"):
+            raise InputError(f"unknown prediction {prediction!r}: v (velocity, L2P) or x (clean image, JiT)")
+        self.prediction = prediction
         self.family = family_of(transformer)
         self.transformer, self.head = transformer, head
         self.tap: TokenTap = self.family.install_tap(transformer)
@@ -59,7 +66,10 @@ class PixelStudent(nn.Module):
         tokens = self.family.image_tokens(self.tap.tokens, gh * gw)  # (B, N, D)
         token_map = tokens.transpose(1, 2).reshape(b, -1, gh, gw)  # (B, D, H/P, W/P)
         self.tap.tokens = None
-        return self.head(x, token_map)
+        out = self.head(x, token_map)  # (B, 3, H, W)
+        if self.prediction == "x":
+            return (x - out) / t.clamp(min=self.T_MIN).view(-1, 1, 1, 1)
+        return out
 
 
 def head_channels(patch: int, widest: int = 128) -> tuple[int, ...]:
@@ -125,10 +135,11 @@ def make_head(kind: str, token_dim: int, patch: int, channels=None, widest: int 
 
 
 def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, head_widest: int = 128,
-             patch: int | None = None, head: str = "detailer") -> tuple[PixelStudent, TransferReport]:
+             patch: int | None = None, head: str = "detailer", prediction: str = "v"
+             ) -> tuple[PixelStudent, TransferReport]:
     """Build the pixel student of a latent transformer `source` (a diffusers model of a known family).
     patch: the student's pixel patch, if you must name it; it has to be vae_factor x the source's latent patch.
-    head: "detailer" (L2P) or "linear" (the unpatchify ablation)."""
+    head: "detailer" (L2P) or "linear" (the unpatchify ablation); prediction: see PixelStudent."""
     fam = family_of(source)
     cfg = dict(source.config)
     want = vae_factor * fam.latent_patch(cfg)
@@ -144,7 +155,7 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     copied = set(report.copied)
     report.removed = [n for n in src_sd if n not in copied]
     head_module = make_head(head, fam.token_dim(cfg), patch, widest=head_widest)
-    student = PixelStudent(pixel, head_module)
+    student = PixelStudent(pixel, head_module, prediction)
     report.new += [f"head.{n}" for n, _ in head_module.named_parameters()]
     report.frozen = freeze_middle(student, n_train)
     report.params = param_counts(student, report)
@@ -180,7 +191,7 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
                 head_sd[target].copy_(t)
                 report.copied.append(f"head.{target}")
     report.new += [f"head.{n}" for n in head_sd if f"head.{n}" not in report.copied]
-    grown = PixelStudent(new, head)
+    grown = PixelStudent(new, head, student.prediction)
     blocks = fam.blocks(new)
     for i, b in enumerate(fam.blocks(old)):  # keep the same blocks frozen
         if not any(p.requires_grad for p in b.parameters()):
@@ -190,8 +201,8 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
     return grown, report
 
 
-def build_student(family: str, transformer_config: dict, channels, n_train: int, head: str = "detailer"
-                  ) -> PixelStudent:
+def build_student(family: str, transformer_config: dict, channels, n_train: int, head: str = "detailer",
+                  prediction: str = "v") -> PixelStudent:
     """An (untrained) student with the architecture a release records; load its weights next."""
     import diffusers
 
@@ -200,7 +211,8 @@ def build_student(family: str, transformer_config: dict, channels, n_train: int,
     transformer = getattr(diffusers, family).from_config(transformer_config)
     fam = FAMILIES[family]
     patch = fam.latent_patch(dict(transformer.config))
-    student = PixelStudent(transformer, make_head(head, fam.token_dim(transformer_config), patch, channels))
+    student = PixelStudent(transformer, make_head(head, fam.token_dim(transformer_config), patch, channels),
+                           prediction)
     freeze_middle(student, n_train)
     return student
 
