@@ -46,6 +46,8 @@ def test_time_convention_identities():
     v = flow.velocity_target(x0, eps)
     assert torch.allclose(flow.x0_from_velocity(xt, t, v), x0, atol=1e-6)
     assert torch.allclose(flow.eps_from_velocity(xt, t, v), eps, atol=1e-6)
+    assert torch.allclose(flow.velocity_from_x0(xt[1:], t[1:], x0[1:]), v[1:], atol=1e-6)  # t >= T_MIN: exact
+    assert torch.allclose(flow.velocity_from_x0(xt[:1], t[:1], x0[:1]), (xt[:1] - x0[:1]) / flow.T_MIN)  # clipped
 
 
 def test_shift_properties():

@@ -19,12 +19,11 @@ from pixdiff.errors import InputError
 from pixdiff.flow.guidance import classifier_free_guidance
 from pixdiff.flow.samplers import get_sampler
 from pixdiff.flow.schedule import timesteps
-from pixdiff.flow.time import resolution_shift
+from pixdiff.flow.time import resolution_shift, velocity_from_x0
 from pixdiff.nn.latent_adapter import LatentAdapter
 from pixdiff.nn.pixel_dit import PixelDiT, PixelDiTConfig
 
 KIND = "pid-decoder"
-T_MIN = 0.05  # x0-prediction: the smallest t used to turn x0 into a velocity
 # measured: 12 Euler steps beat 25 on PSNR, LQ PSNR and Frechet at 256^2 and 512^2 (docs/benchmarks.md)
 DEFAULT_STEPS = 12
 
@@ -40,7 +39,7 @@ class PiDConfig:
     rgb_head: str = "linear"  # "linear": v1.5's per-token head; "decoder": a VAE-decoder-shaped net (nn/lq_decoder)
     objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
     prediction: str = "v"  # what the network outputs: "v" (velocity) or "x0" (the clean image, JiT); the model
-    # always returns a velocity, v = (x_t - x0) / t with t >= T_MIN in the division
+    # always returns a velocity, v = (x_t - x0) / t with t >= flow.time.T_MIN in the division
     residual: bool = False  # x0 = the upsampled RGB condition + the network's output (needs x0 and cond_channels 3):
     # with a zero output layer the untrained model decodes to the adapter's estimate, and training learns the detail
     shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
@@ -95,7 +94,7 @@ class PiD(nn.Module):
         if self.cfg.residual:
             out = out + cond.to(out.dtype)
         if self.cfg.prediction == "x0":  # JiT: clean images are easier for a patch bottleneck than noise
-            return (x - out) / t.clamp(min=T_MIN).view(-1, 1, 1, 1).to(out.dtype)
+            return velocity_from_x0(x, t.to(out.dtype), out)
         return out
 
     def rgb_condition(self, lq, sigma, keep, size) -> torch.Tensor | None:

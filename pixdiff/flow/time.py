@@ -34,6 +34,15 @@ def x0_from_velocity(x_t: torch.Tensor, t: torch.Tensor | float, v: torch.Tensor
     return x_t - _bcast(t, x_t) * v
 
 
+T_MIN = 0.05  # x-prediction: the smallest t used to turn a clean image into a velocity (JiT clips 1 - t alike)
+
+
+def velocity_from_x0(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, t_min: float = T_MIN) -> torch.Tensor:
+    """v = (x_t - x0) / t for a network that predicts the clean image; t (B,) is clipped at t_min, where the
+    division would blow up the prediction's error."""
+    return (x_t - x0) / t.clamp(min=t_min).view(-1, *(1,) * (x_t.ndim - 1))
+
+
 def eps_from_velocity(x_t: torch.Tensor, t: torch.Tensor | float, v: torch.Tensor) -> torch.Tensor:
     """eps = x_t + (1 - t) v."""
     return x_t + (1 - _bcast(t, x_t)) * v

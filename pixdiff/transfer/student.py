@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pixdiff.errors import InputError
+from pixdiff.flow.time import velocity_from_x0
 from pixdiff.nn.detailer import DetailerHead, LinearHead
 from pixdiff.transfer.families import FAMILIES, TokenTap, family_of
 
@@ -41,9 +42,7 @@ class TransferReport:
 class PixelStudent(nn.Module):
     """The transferred transformer + Detailer Head: v(x, t, captions) on images, in pixdiff's convention.
     prediction "v": the head's output is the velocity (L2P); "x": it is the clean image and v = (x_t - x) / t, with
-    t clipped at T_MIN (JiT's x-prediction, for pixels where a velocity head leaves noise at low t)."""
-
-    T_MIN = 0.05
+    t clipped at flow.time.T_MIN (JiT's x-prediction, for pixels where a velocity head leaves noise at low t)."""
 
     def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead, prediction: str = "v"):
         super().__init__()
@@ -68,7 +67,7 @@ class PixelStudent(nn.Module):
         self.tap.tokens = None
         out = self.head(x, token_map)  # (B, 3, H, W)
         if self.prediction == "x":
-            return (x - out) / t.clamp(min=self.T_MIN).view(-1, 1, 1, 1)
+            return velocity_from_x0(x, t, out)
         return out
 
 
