@@ -109,10 +109,13 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--grow", "2", "--out", str(root / "x")]) == 2
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--prediction", "x", "--out",
                  str(root / "student-x")]) == 0
-    assert main(["transfer", "--source", str(root / "student-x"), "--grow", "2", "--out", str(root / "big-x")]) == 0
+    assert main(["transfer", "--source", str(root / "student-x"), "--grow", "2", "--shift", "2.5", "--out",
+                 str(root / "big-x")]) == 0
     assert load_generator(root / "student-x").velocity.prediction == "x"
     assert load_generator(root / "big-x").velocity.prediction == "x"  # growing keeps what the head predicts
     assert load_generator(root / "big").velocity.prediction == "v"
+    assert load_generator(root / "big-x").cfg.shift == 2.5 and load_generator(root / "big").cfg.shift == 1.0
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--shift", "0", "--out", str(root / "s")]) == 2
     capsys.readouterr()
     assert main(["bench", "generate", "--source", str(root / "ldm" / "weights"), "--student", str(root / "big"),
                  "--size", "128", "--repeats", "1", "--shifts", "1", "3", "--prompts", "2", "--json"]) == 0

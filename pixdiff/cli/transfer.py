@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--prediction", default="v", choices=["v", "x"],
                    help="what the head outputs: v, the velocity (L2P, default); x, the clean image, turned into the "
                         "velocity (x_t - x) / t (JiT's x-prediction; an experiment against the low-noise grain)")
+    p.add_argument("--shift", type=float, help="time shift for the student's training and sampling (default: the "
+                                                "source's). Pixels are more redundant than latents, so the layout is "
+                                                "decided at higher noise; L2P raises the shift with resolution")
     add_common(p)
     p.set_defaults(func=run_transfer)
 
@@ -81,7 +84,7 @@ def run_grow(args) -> int:
         raise InputError(f"--grow needs an L2P student as --source; {gen.name} is a latent generator")
     student, report = grow_student(gen.velocity, args.grow)
     cfg = replace(gen.cfg, size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
-                  head_channels=list(student.head.channels))
+                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "size": cfg.size}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
@@ -93,11 +96,14 @@ def run_grow(args) -> int:
 def run_transfer(args) -> int:
     from dataclasses import replace
 
+    from pixdiff.errors import InputError
     from pixdiff.ldm.generator import GeneratorConfig
     from pixdiff.release import save_release
     from pixdiff.transfer.families import family_of
     from pixdiff.transfer.student import transfer
 
+    if args.shift is not None and args.shift <= 0:
+        raise InputError(f"--shift must be positive, got {args.shift}")
     if args.grow:
         return run_grow(args)
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
@@ -111,7 +117,7 @@ def run_transfer(args) -> int:
     cfg = replace(gcfg, kind="l2p", transformer=dict(student.transformer.config),
                   family=type(student.transformer).__name__, head=args.head,
                   head_channels=list(getattr(student.head, "channels", [])),
-                  n_train=n_train, prediction=args.prediction)
+                  n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
