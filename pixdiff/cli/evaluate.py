@@ -44,7 +44,9 @@ def register(sub) -> None:
                                      "retention (student / source) and the Frechet distance of the students' samples "
                                      "to the source's. Several --student runs make the ablation table.")
     e.add_argument("--source", required=True, help="the latent generator (ldm-shapes or a folder)")
-    e.add_argument("--student", action="append", default=[], help="an L2P student (repeat for ablations)")
+    e.add_argument("--student", action="append", default=[],
+                   help="an L2P student (repeat for ablations; a grown, larger student is scored at the source's size, "
+                        "area-downsampled)")
     e.add_argument("--prompts", type=int, default=60, help="held-out prompts (default 60, at most 200)")
     e.add_argument("--per-prompt", type=int, default=4, help="images per prompt (default 4)")
     e.add_argument("--steps", type=int, help="sampling steps (default: each model's)")

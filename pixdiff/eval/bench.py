@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
 
 import torch
 
@@ -49,18 +48,3 @@ def bench_generate(source, student, size: int, steps: int = 30, repeats: int = 3
     out["speedup_per_step"] = round(out["source"]["seconds_per_step"] / out["student"]["seconds_per_step"], 3)
     return out
 
-
-def shift_sweep(student, shifts, n_prompts: int = 20, per_prompt: int = 2, seed: int = 0, progress: bool = True
-                ) -> dict:
-    """GenEval-lite of the student sampled with each time shift (held-out prompts, same seeds)."""
-    import copy
-
-    from pixdiff.eval.l2p import geneval_lite, sample_all
-    from pixdiff.transfer.synth import heldout_prompts
-
-    prompts, out = heldout_prompts(n_prompts), {}
-    for s in shifts:
-        g = copy.copy(student)
-        g.cfg = replace(student.cfg, shift=s)
-        out[str(s)] = geneval_lite(sample_all(g, prompts, per_prompt, seed, progress=progress), prompts, per_prompt)
-    return out

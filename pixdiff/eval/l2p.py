@@ -1,10 +1,12 @@
 """`pixdiff eval l2p`: GenEval-lite of the source generator and its L2P students on the same held-out prompts and
 seeds, the retention ratio (student accuracy / source accuracy; the L2P paper keeps 93% on GenEval), and the
-Frechet distance between each student's samples and the source's."""
+Frechet distance between each student's samples and the source's. A student grown to a larger size
+(`transfer --grow`) is scored on its samples area-downsampled to the source's size."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from pixdiff.data.shapes import check, parse, scene_batch
@@ -60,8 +62,10 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     for st in students:
         name = st.name if st.name not in samples else f"{st.name} #{len(samples) + 1}"  # columns need distinct names
         ims = sample_all(st, prompts, per_prompt, seed, steps, cfg, progress=progress)
+        if ims.shape[-2:] != ref.shape[-2:]:  # a grown student (transfer --grow): scored at the source's size
+            ims = F.interpolate(ims, size=ref.shape[-2:], mode="area")
         samples[name] = ims
-        r = geneval_lite(ims, prompts, per_prompt)
+        r = {"size": st.cfg.size, **geneval_lite(ims, prompts, per_prompt)}
         r["retention"] = retention(r["accuracy"], result["source"]["accuracy"])
         if features is not None:
             r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
