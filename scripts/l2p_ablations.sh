@@ -14,7 +14,8 @@
 # SYNTH must hold 2N images: `pixdiff synth --n 2P` extends a P-prompt set, the first N images are the P-prompt set.
 # Resumable: a finished student (OUT/NAME/weights) is kept, a stopped one goes on from its checkpoint.
 # $PIXDIFF is the command (default pixdiff); PRESET=tiny runs the tiny presets (a check of the script); $EVAL_ARGS
-# go to `pixdiff eval l2p` (e.g. "--prompts 4 --per-prompt 1" for that check).
+# go to `pixdiff eval l2p` (e.g. "--prompts 4 --per-prompt 1" for that check); $TRANSFER_ARGS to both transfers
+# (e.g. "--prediction x --shift 3", the x-prediction recipe of docs/benchmarks.md).
 set -euo pipefail
 src=$1 synth=$2 out=$3 steps=${4:-2000} cfg=${5:-}
 px=${PIXDIFF:-pixdiff}
@@ -23,9 +24,11 @@ total=$(wc -l <"$synth/captions.jsonl")
 half=$((total / 2))
 mkdir -p "$out"
 
-[ -d "$out/student" ] || $px transfer --source "$src" --out "$out/student" --json "$out/transfer.json"
-[ -d "$out/student-linear" ] || $px transfer --source "$src" --head linear --out "$out/student-linear" \
-  --json "$out/transfer-linear.json"
+# shellcheck disable=SC2086
+[ -d "$out/student" ] || $px transfer --source "$src" ${TRANSFER_ARGS:-} --out "$out/student" --json "$out/transfer.json"
+# shellcheck disable=SC2086
+[ -d "$out/student-linear" ] || $px transfer --source "$src" ${TRANSFER_ARGS:-} --head linear \
+  --out "$out/student-linear" --json "$out/transfer-linear.json"
 
 train() {  # train NAME INIT DATA [options...]
   local name=$1 init=$2 data=$3 resume=()
