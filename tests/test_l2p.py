@@ -130,7 +130,11 @@ def test_synth_transfer_train_generate(chain, capsys):
     r = json.loads(js.read_text())
     st = r["students"]["l2p"]  # a run's weights/ folder is called after its run
     assert r["source"]["n"] == 12 and 0 <= st["accuracy"] <= 1 and st["size"] == 64
-    assert r["students"]["big"]["size"] == 128 and r["students"]["big"]["n"] == 12  # scored at 64 px
+    assert r["students"]["big"]["size"] == 128 and r["students"]["big"]["n"] == 12
+    from pixdiff.eval.l2p import evaluate_l2p
+    small = evaluate_l2p(load_generator(root / "ldm" / "weights"), [big], n_prompts=1, per_prompt=1, steps=1,
+                         progress=False)
+    assert small["samples"]["big"].shape == (1, 3, 64, 64)  # the grown student is scored at the source's size
     src = r["source"]["accuracy"]
     assert st["retention"] == (round(st["accuracy"] / src, 4) if src > 0 else None)
     assert r["reference"]["renders"]["accuracy"] >= 11 / 12  # the checker on ground truth (tested >= 98% at 128^2)
