@@ -153,6 +153,30 @@ def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):
     assert "is not an L2P student" in capsys.readouterr().err
 
 
+def test_train_ldm_fine_tunes_a_released_generator_at_another_shift(chain, tmp_path, capsys):
+    from pixdiff.latents import load_latent_source
+    from pixdiff.train.ldm import TRAIN_PRESETS, LDMTask
+
+    src = chain / "ldm" / "weights"
+    task = LDMTask(TRAIN_PRESETS["tiny"][0], load_latent_source("vae-f8c16"), init=src)
+    released = load_generator(src).velocity.state_dict()
+    assert all(torch.equal(v, released[k]) for k, v in task.model.state_dict().items())
+    assert main(["train", "ldm", "--preset", "tiny", "--init", str(src), "--shift", "3", "--steps", "2",
+                 "--out", str(tmp_path / "ft"), "--no-progress"]) == 0
+    tuned = load_generator(tmp_path / "ft" / "weights")
+    assert tuned.cfg.shift == 3.0 and load_generator(src).cfg.shift == 1.0  # trained and sampled at shift 3
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["init"] == str(src)
+    capsys.readouterr()
+    assert main(["train", "ldm", "--preset", "small", "--init", str(src), "--out", str(tmp_path / "a")]) == 2
+    assert "not a latent generator of this preset (small, 128^2)" in capsys.readouterr().err
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(src), "--data", "shapes", "--shift", "3",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "set by `pixdiff transfer --shift`" in capsys.readouterr().err
+    assert main(["train", "ldm", "--preset", "tiny", "--shift", "-1", "--out", str(tmp_path / "c")]) == 2
+    assert "--shift must be positive, got -1" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abc")  # refused before anything was written
+
+
 def test_heldout_prompts_are_a_stable_prefix_and_never_synthesized():
     from pixdiff.transfer.synth import MAX_HELDOUT, heldout_prompts
 

@@ -25,8 +25,12 @@ def register(sub) -> None:
     p.add_argument("--source-weights", type=Path, help="pid: weights of the source (taef2: or $PIXDIFF_TAEF2)")
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="image folders (default: ../shared/data/photos/train and train-art)")
-    p.add_argument("--init", type=Path, help="l2p: the untrained student written by `pixdiff transfer`; pid: released "
-                                              "weights of the same preset and source to start from (e.g. a GPU run)")
+    p.add_argument("--init", type=Path, help="l2p: the untrained student written by `pixdiff transfer`; pid / ldm: "
+                                              "released weights of the same preset and source to start from (a GPU "
+                                              "run, or a shipped model to fine-tune)")
+    p.add_argument("--shift", type=float,
+                   help="pid / ldm: override the preset's timestep shift for training (ldm: also its sampling shift); "
+                        "an l2p student's shift is set by `pixdiff transfer --shift`")
     p.add_argument("--full-finetune", action="store_true", help="l2p: train the middle blocks too (ablation)")
     p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
@@ -91,8 +95,15 @@ def run(args) -> int:
         if not args.init or not args.data or len(args.data) != 1:
             raise InputError("train l2p needs --init STUDENT (from `pixdiff transfer`) and --data SYNTH_DIR (or shapes)")
         model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0)
-    if args.init and args.model not in ("pid", "l2p"):
-        raise InputError(f"--init is for pid and l2p runs, not {args.model}")
+    if args.init and args.model not in ("pid", "l2p", "ldm"):
+        raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
+    if args.shift is not None:
+        if args.model not in ("pid", "ldm"):
+            raise InputError(f"--shift is for pid and ldm runs, not {args.model}"
+                             + (" (an l2p student's shift is set by `pixdiff transfer --shift`)" * (args.model == "l2p")))
+        if args.shift <= 0:
+            raise InputError(f"--shift must be positive, got {args.shift:g}")
+        model_cfg = replace(model_cfg, shift=args.shift)
     data = [] if args.model == "ldm" else args.data or default_photos("train+train-art")  # ldm: the shapes world
     config = {"model": args.model, "preset": args.preset, "data": [str(d) for d in data],
               "model_config": asdict(model_cfg), "optim": asdict(opt)}
@@ -111,7 +122,7 @@ def run(args) -> int:
 
         source = load_latent_source(args.source, args.source_weights)
         task = pid.PiDTask(model_cfg, source, data, device, init=args.init) if args.model == "pid" else \
-            ldm.LDMTask(model_cfg, source, cache=args.out / "pool.pt")
+            ldm.LDMTask(model_cfg, source, cache=args.out / "pool.pt", init=args.init)
     elif args.model == "l2p":
         task = l2p.L2PTask(model_cfg, args.init, data[0])
     else:

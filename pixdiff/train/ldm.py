@@ -8,7 +8,8 @@ of captions dropped to the empty prompt so that classifier-free guidance works.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,35 @@ TRAIN_PRESETS = {
 
 
 class LDMTask:
-    def __init__(self, cfg: LDMTrainConfig, source, cache: Path | None = None):
+    def __init__(self, cfg: LDMTrainConfig, source, cache: Path | None = None, init=None):
         self.cfg, self.source = cfg, source
         self.text = TextEncoder(cfg.max_tokens)
         self.captions = CaptionStates(self.text, cfg.caption_dropout)
         self.model = ZImageVelocity(build_zimage(cfg.preset, source.channels, self.text.dim))
+        if init:
+            self.init_from_release(init)
         self.pool_z, self.pool_captions = None, None
         if cfg.pool:
             self.pool_z, self.pool_captions = self.scene_pool(cache)
+
+    def init_from_release(self, name_or_path) -> None:
+        """Start from a released generator (e.g. to fine-tune ldm-shapes at another shift): same network, same latent
+        source, same scene size."""
+        from pixdiff.errors import InputError
+        from pixdiff.ldm.generator import load_generator
+        from pixdiff.release import check_latent_source
+
+        other = load_generator(name_or_path)
+
+        def public(c: dict) -> dict:  # as config.json stores it: lists, without diffusers' "_" bookkeeping
+            return json.loads(json.dumps({k: v for k, v in c.items() if not k.startswith("_")}))
+
+        if other.pixel or public(other.cfg.transformer) != public(self.model.transformer.config) \
+                or other.cfg.size != self.cfg.size:
+            raise InputError(f"--init {name_or_path}: not a latent generator of this preset "
+                             f"({self.cfg.preset}, {self.cfg.size}^2)")
+        check_latent_source(asdict(other.cfg), self.source, other.name)
+        self.model.load_state_dict(other.velocity.state_dict())
 
     def scene_pool(self, cache: Path | None) -> tuple[torch.Tensor, list[str]]:
         """The encoded scene pool, from `cache` when it holds this very pool (same scenes, size and source)."""
