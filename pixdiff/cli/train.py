@@ -99,8 +99,8 @@ def run(args) -> int:
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
     if args.shift is not None:
         if args.model not in ("pid", "ldm"):
-            raise InputError(f"--shift is for pid and ldm runs, not {args.model}"
-                             + (" (an l2p student's shift is set by `pixdiff transfer --shift`)" * (args.model == "l2p")))
+            hint = " (an l2p student's shift is set by `pixdiff transfer --shift`)" if args.model == "l2p" else ""
+            raise InputError(f"--shift is for pid and ldm runs, not {args.model}{hint}")
         if args.shift <= 0:
             raise InputError(f"--shift must be positive, got {args.shift:g}")
         model_cfg = replace(model_cfg, shift=args.shift)
