@@ -137,9 +137,23 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert small["samples"]["big"].shape == (1, 3, 64, 64)  # the grown student is scored at the source's size
     src = r["source"]["accuracy"]
     assert st["retention"] == (round(st["accuracy"] / src, 4) if src > 0 else None)
+    vs = st["vs_source"]  # paired on the same prompts and seeds: the net gain is the accuracy difference
+    assert vs["gained"] - vs["lost"] == round(12 * (st["accuracy"] - src)) and vs["gained"] + vs["lost"] <= 12
     assert r["reference"]["renders"]["accuracy"] >= 11 / 12  # the checker on ground truth (tested >= 98% at 128^2)
     assert r["reference"]["roundtrip"]["source"] == "vae-f8c16" and r["reference"]["roundtrip"]["psnr"] > 15
     assert "| l2p |" in capsys.readouterr().out and r["source"]["name"] == "ldm"
+
+
+def test_geneval_lite_statistics_are_the_binomial_and_mcnemar_ones():
+    from pixdiff.eval.l2p import paired, summarize
+
+    prompts = ["two red circles", "one blue square to the left of one red circle"]  # counting, relation
+    r = summarize([True, False, False, False], prompts, per_prompt=2)  # jobs: p0, p1, p0, p1
+    assert r["accuracy"] == 0.25 and r["se"] == round((0.25 * 0.75 / 4) ** 0.5, 4) and r["n"] == 4
+    assert r["by_category"] == {"counting": 0.5, "relation": 0.0}
+    student, source = [True, True, False, False, True], [False, True, True, False, False]
+    assert paired(student, source) == {"gained": 2, "lost": 1, "z": round(1 / 3**0.5, 2)}
+    assert paired([False] * 3, [False] * 3)["z"] == 0.0
 
 
 def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):

@@ -40,9 +40,11 @@ def register(sub) -> None:
     e = evsub.add_parser("l2p", help="GenEval-lite of a source generator and its L2P students, retention, Frechet",
                          description="Sample every held-out prompt (never in a synthetic set) --per-prompt times with "
                                      "the same seeds from the source and from each --student, check each image "
-                                     "against its caption (counts, colours, shapes, relations), and report accuracy, "
-                                     "retention (student / source) and the Frechet distance of the students' samples "
-                                     "to the source's. Several --student runs make the ablation table.")
+                                     "against its caption (counts, colours, shapes, relations), and report accuracy "
+                                     "(with its standard error), retention (student / source), a paired comparison "
+                                     "with the source (samples gained / lost on the same prompt and seed, McNemar z: "
+                                     "|z| < 2 is noise) and the Frechet distance of the students' samples to the "
+                                     "source's. Several --student runs make the ablation table.")
     e.add_argument("--source", required=True, help="the latent generator (ldm-shapes or a folder)")
     e.add_argument("--student", action="append", default=[],
                    help="an L2P student (repeat for ablations; a grown, larger student is scored at the source's size, "

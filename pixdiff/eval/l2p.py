@@ -1,8 +1,11 @@
 """`pixdiff eval l2p`: GenEval-lite of the source generator and its L2P students on the same held-out prompts and
-seeds, the retention ratio (student accuracy / source accuracy; the L2P paper keeps 93% on GenEval), and the
-Frechet distance between each student's samples and the source's. A student grown to a larger size
-(`transfer --grow`) is scored on its samples area-downsampled to the source's size."""
+seeds, the retention ratio (student accuracy / source accuracy; the L2P paper keeps 93% on GenEval), a paired
+comparison with the source (the same prompts and seeds make small differences measurable), and the Frechet
+distance between each student's samples and the source's. A student grown to a larger size (`transfer --grow`) is
+scored on its samples area-downsampled to the source's size."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -28,16 +31,36 @@ def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=
     return torch.cat(out)
 
 
-def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> dict:
+def passes(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[bool]:
+    """The checker's verdict on each image, in sample_all's order (seed k of every prompt, then seed k + 1)."""
     jobs = [p for _ in range(per_prompt) for p in prompts]
-    ok = [check(im, p)["ok"] for im, p in zip(images, jobs)]
+    return [check(im, p)["ok"] for im, p in zip(images, jobs)]
+
+
+def summarize(ok: list[bool], prompts: list[str], per_prompt: int) -> dict:
+    """Accuracy with its standard error (binomial), per caption category, and n."""
+    jobs = [p for _ in range(per_prompt) for p in prompts]
     by_cat: dict[str, list[bool]] = {}
     for p, o in zip(jobs, ok):
         req = parse(p)
         cat = "relation" if req.relation else "composition" if len(req.counts) > 1 else "counting"
         by_cat.setdefault(cat, []).append(o)
-    return {"accuracy": round(sum(ok) / len(ok), 4),
+    acc = sum(ok) / len(ok)
+    return {"accuracy": round(acc, 4), "se": round(math.sqrt(acc * (1 - acc) / len(ok)), 4),
             "by_category": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_cat.items())}, "n": len(ok)}
+
+
+def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> dict:
+    return summarize(passes(images, prompts, per_prompt), prompts, per_prompt)
+
+
+def paired(student_ok: list[bool], source_ok: list[bool]) -> dict:
+    """Student against source on the same prompts and seeds (McNemar): samples only the student passes (gained),
+    only the source passes (lost), and z = (gained - lost) / sqrt(gained + lost); |z| < 2 is within noise."""
+    gained = sum(a and not b for a, b in zip(student_ok, source_ok))
+    lost = sum(b and not a for a, b in zip(student_ok, source_ok))
+    return {"gained": gained, "lost": lost,
+            "z": round((gained - lost) / math.sqrt(gained + lost), 2) if gained + lost else 0.0}
 
 
 @torch.no_grad()
@@ -54,8 +77,9 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
                  cfg=None, features=None, progress: bool = True) -> dict:
     prompts = heldout_prompts(n_prompts)
     ref = sample_all(source, prompts, per_prompt, seed, steps, cfg, progress=progress)
+    ref_ok = passes(ref, prompts, per_prompt)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
-              "source": {"name": source.name, **geneval_lite(ref, prompts, per_prompt)}, "students": {},
+              "source": {"name": source.name, **summarize(ref_ok, prompts, per_prompt)}, "students": {},
               "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size)}
     samples = {source.name: ref}
     ref_feats = features(ref) if features is not None else None
@@ -65,7 +89,8 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
         if ims.shape[-2:] != ref.shape[-2:]:  # a grown student (transfer --grow): scored at the source's size
             ims = F.interpolate(ims, size=ref.shape[-2:], mode="area")
         samples[name] = ims
-        r = {"size": st.cfg.size, **geneval_lite(ims, prompts, per_prompt)}
+        ok = passes(ims, prompts, per_prompt)
+        r = {"size": st.cfg.size, **summarize(ok, prompts, per_prompt), "vs_source": paired(ok, ref_ok)}
         r["retention"] = retention(r["accuracy"], result["source"]["accuracy"])
         if features is not None:
             r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
@@ -81,19 +106,24 @@ def retention(student_accuracy: float, source_accuracy: float) -> float | None:
 
 def markdown_table(result: dict) -> str:
     cats = list(result["source"]["by_category"])
-    head = "| model | GenEval-lite | " + " | ".join(cats) + " | retention | Frechet to source |"
-    lines = [head, "|---" * (len(cats) + 4) + "|"]
+
+    def row(name: str, r: dict, tail: str) -> str:
+        acc = f"{r['accuracy']} ± {r['se']}" if "se" in r else str(r["accuracy"])
+        return f"| {name} | {acc} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats) + f" | {tail} |"
+
+    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats)
+            + " | retention | vs source: gained / lost (z) | Frechet to source |")
+    lines = [head, "|---" * (len(cats) + 5) + "|"]
     s = result["source"]
-    lines.append(f"| {s['name']} (source) | {s['accuracy']} | " + " | ".join(str(s["by_category"][c]) for c in cats)
-                 + " | 1.0 | 0.0 |")
+    lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
-        lines.append(f"| {name} | {r['accuracy']} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats)
-                     + f" | {'n/a' if r['retention'] is None else r['retention']} | {r.get('frechet_to_source', '')} |")
+        vs = r.get("vs_source")
+        vs = f"{vs['gained']} / {vs['lost']} ({vs['z']})" if vs else ""
+        lines.append(row(name, r, f"{'n/a' if r['retention'] is None else r['retention']} | {vs} | "
+                                  f"{r.get('frechet_to_source', '')}"))
     ref = result.get("reference")
     if ref:
         rt = ref["roundtrip"]
-        for name, r in ((f"truth renders (random scenes, n={ref['renders']['n']})", ref["renders"]),
-                        (f"the same through {rt['source']} ({rt['psnr']} dB)", rt)):
-            lines.append(f"| {name} | {r['accuracy']} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats)
-                         + " | | |")
+        lines.append(row(f"truth renders (random scenes, n={ref['renders']['n']})", ref["renders"], " | | "))
+        lines.append(row(f"the same through {rt['source']} ({rt['psnr']} dB)", rt, " | | "))
     return "\n".join(lines)
