@@ -325,3 +325,13 @@ def test_head_only_training_moves_only_the_lq_head_and_lowers_its_loss(photos):
     with pytest.raises(InputError, match="head_only trains the adapter's LQ estimate"):
         PiDTask(replace(TRAIN_PRESETS["tiny-cascade"][0], head_only=True), load_latent_source("pixels-f4"),
                 [photos / "val"])
+
+
+def test_shipped_baselines_are_the_cascade_and_the_regression_on_decoded_f8c16():
+    """The README's eval decode table names (b) and (c) by shipped name: they must be what the names say."""
+    from pixdiff.decoder import load_decoder
+
+    cascade, regression = load_decoder("pid-f8c16-x4-cascade"), load_decoder("pid-f8c16-x4-regression")
+    assert cascade.source["name"] == regression.source["name"] == "vae-f8c16-decoded"
+    assert (cascade.model.cfg.objective, regression.model.cfg.objective) == ("flow", "l1")
+    assert cascade.model.cfg.scale == regression.model.cfg.scale == 4
