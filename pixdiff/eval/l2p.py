@@ -17,31 +17,33 @@ from pixdiff.eval.metrics import frechet_distance, psnr
 from pixdiff.transfer.synth import heldout_prompts
 
 
+def job_prompts(prompts: list[str], per_prompt: int) -> list[str]:
+    """The prompt of each sample, in the order every function here uses: seed k of every prompt, then seed k + 1."""
+    return [p for _ in range(per_prompt) for p in prompts]
+
+
 @torch.no_grad()
 def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None, batch: int = 16,
                progress: bool = True) -> torch.Tensor:
-    """per_prompt images for every prompt, (len(prompts) * per_prompt, 3, H, W); image k of prompt i is seeded by
-    (seed, k) so every generator sees the same noise seeds."""
-    jobs = [(p, k) for k in range(per_prompt) for p in prompts]
+    """per_prompt images for every prompt, (len(prompts) * per_prompt, 3, H, W); each batch's noise is seeded by
+    (seed, its first index), so every generator sees the same noise for the same sample."""
+    jobs = job_prompts(prompts, per_prompt)
     out = []
     for i in tqdm(range(0, len(jobs), batch), desc=generator.name, disable=not progress, leave=False):
-        chunk = jobs[i : i + batch]
         g = torch.Generator().manual_seed(seed * 100003 + i)
-        out.append(generator.generate([p for p, _ in chunk], steps=steps, cfg=cfg, generator=g))
+        out.append(generator.generate(jobs[i : i + batch], steps=steps, cfg=cfg, generator=g))
     return torch.cat(out)
 
 
 def passes(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[bool]:
-    """The checker's verdict on each image, in sample_all's order (seed k of every prompt, then seed k + 1)."""
-    jobs = [p for _ in range(per_prompt) for p in prompts]
-    return [check(im, p)["ok"] for im, p in zip(images, jobs)]
+    """The checker's verdict on each image (in job_prompts' order)."""
+    return [check(im, p)["ok"] for im, p in zip(images, job_prompts(prompts, per_prompt))]
 
 
 def summarize(ok: list[bool], prompts: list[str], per_prompt: int) -> dict:
     """Accuracy with its standard error (binomial), per caption category, and n."""
-    jobs = [p for _ in range(per_prompt) for p in prompts]
     by_cat: dict[str, list[bool]] = {}
-    for p, o in zip(jobs, ok):
+    for p, o in zip(job_prompts(prompts, per_prompt), ok):
         req = parse(p)
         cat = "relation" if req.relation else "composition" if len(req.counts) > 1 else "counting"
         by_cat.setdefault(cat, []).append(o)
@@ -108,8 +110,8 @@ def markdown_table(result: dict) -> str:
     cats = list(result["source"]["by_category"])
 
     def row(name: str, r: dict, tail: str) -> str:
-        acc = f"{r['accuracy']} ± {r['se']}" if "se" in r else str(r["accuracy"])
-        return f"| {name} | {acc} | " + " | ".join(str(r["by_category"].get(c, "")) for c in cats) + f" | {tail} |"
+        by_cat = " | ".join(str(r["by_category"].get(c, "")) for c in cats)
+        return f"| {name} | {r['accuracy']} ± {r['se']} | {by_cat} | {tail} |"
 
     head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats)
             + " | retention | vs source: gained / lost (z) | Frechet to source |")
@@ -117,8 +119,7 @@ def markdown_table(result: dict) -> str:
     s = result["source"]
     lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
-        vs = r.get("vs_source")
-        vs = f"{vs['gained']} / {vs['lost']} ({vs['z']})" if vs else ""
+        vs = "{gained} / {lost} ({z})".format(**r["vs_source"])
         lines.append(row(name, r, f"{'n/a' if r['retention'] is None else r['retention']} | {vs} | "
                                   f"{r.get('frechet_to_source', '')}"))
     ref = result.get("reference")

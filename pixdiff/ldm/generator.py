@@ -9,6 +9,7 @@ model.safetensors.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,11 +42,14 @@ class GeneratorConfig:
     prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P) or "x" (clean image, JiT)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        # diffusers' private bookkeeping (_use_default_values is a set, listed in hash order) would make two
-        # writes of the same model differ byte for byte; from_config does not need it
-        d["transformer"] = {k: v for k, v in d["transformer"].items() if not k.startswith("_")}
-        return d
+        return {**asdict(self), "transformer": stored_transformer_config(self.transformer)}
+
+
+def stored_transformer_config(config) -> dict:
+    """A diffusers transformer config as config.json stores it: lists for tuples, and without diffusers' private
+    bookkeeping (_use_default_values is a set, listed in hash order, so two writes of the same model would differ
+    byte for byte; from_config does not need it)."""
+    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}))
 
 
 class Generator:

@@ -8,7 +8,6 @@ of captions dropped to the empty prompt so that classifier-free guidance works.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,16 +57,13 @@ class LDMTask:
         """Start from a released generator (e.g. to fine-tune ldm-shapes at another shift): same network, same latent
         source, same scene size."""
         from pixdiff.errors import InputError
-        from pixdiff.ldm.generator import load_generator
+        from pixdiff.ldm.generator import load_generator, stored_transformer_config
         from pixdiff.release import check_latent_source
 
         other = load_generator(name_or_path)
-
-        def public(c: dict) -> dict:  # as config.json stores it: lists, without diffusers' "_" bookkeeping
-            return json.loads(json.dumps({k: v for k, v in c.items() if not k.startswith("_")}))
-
-        if other.pixel or public(other.cfg.transformer) != public(self.model.transformer.config) \
-                or other.cfg.size != self.cfg.size:
+        same_net = stored_transformer_config(other.cfg.transformer) == stored_transformer_config(
+            self.model.transformer.config)
+        if other.pixel or not same_net or other.cfg.size != self.cfg.size:
             raise InputError(f"--init {name_or_path}: not a latent generator of this preset "
                              f"({self.cfg.preset}, {self.cfg.size}^2)")
         check_latent_source(asdict(other.cfg), self.source, other.name)
