@@ -108,3 +108,19 @@ def test_training_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA device"):
             training_device("cuda", "pid")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_precision_auto_uses_bf16_only_where_it_is_native(tmp_path, capsys, monkeypatch, fast):
+    import pixdiff.train.loop as loop
+
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: fast)
+    dry = ["train", "vae", "--preset", "tiny", "--out", str(tmp_path), "--dry-run", "--json"]
+    assert main(dry) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["optim"]["bf16"] is fast  # the tiny preset asks for bf16
+    assert ("precision: fp32 (this CPU has no native bf16" in out.err) is not fast
+    for forced, want in (("bf16", True), ("fp32", False)):
+        assert main([*dry, "--precision", forced]) == 0
+        out = capsys.readouterr()
+        assert json.loads(out.out)["optim"]["bf16"] is want and "precision:" not in out.err

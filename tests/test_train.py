@@ -161,3 +161,12 @@ def test_one_training_process_per_run_folder(tmp_path):
     with run_lock(tmp_path):  # the holder is gone: a stale lock is taken over
         assert (tmp_path / "run.lock").read_text() == str(os.getpid())
     assert not (tmp_path / "run.lock").exists()
+
+
+def test_a_run_may_resume_in_another_precision(folder, tmp_path):
+    cfg, opt = tiny(2)
+    conf = lambda o: {"preset": "tiny", "optim": {"steps": o.steps, "bf16": o.bf16}}  # noqa: E731
+    bf16 = replace(opt, bf16=True)
+    train(VAETask(cfg, folder), bf16, tmp_path / "r", config=conf(bf16), progress=False)
+    fp32 = replace(opt, steps=3, bf16=False)  # moved to a machine without native bf16
+    assert train(VAETask(cfg, folder), fp32, tmp_path / "r", resume=True, config=conf(fp32), progress=False)["steps"] == 3

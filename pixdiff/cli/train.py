@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, default_photos, emit
+from pixdiff.cli.common import add_common, default_photos, emit, note
 
 
 def register(sub) -> None:
@@ -39,7 +39,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="override the preset's number of steps")
     p.add_argument("--batch", type=int, help="override the preset's batch size")
     p.add_argument("--lr", type=float, help="override the preset's learning rate")
-    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto (default): bf16 autocast where this machine has native bf16 (a GPU with bf16 units, a "
+                        "CPU with AVX-512 or AMX), else fp32, because emulated bf16 is over 10x slower; bf16 / fp32 "
+                        "force one. A resumed run may change it (numerics then differ slightly)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (auto: CUDA when there is a GPU; pid only, the other models train on CPU)")
     p.add_argument("--max-minutes", type=float,
@@ -80,6 +83,21 @@ def training_device(choice: str, model: str) -> str:
     return choice
 
 
+def use_bf16(preset_wants: bool, precision: str, device: str) -> bool:
+    """--precision auto: the preset's bf16 autocast where this machine runs it natively, else fp32 (and say so)."""
+    import torch
+
+    from pixdiff.train.loop import bf16_is_fast
+
+    if precision != "auto":
+        return precision == "bf16"
+    if preset_wants and not bf16_is_fast(torch.device(device)):
+        note(f"precision: fp32 (this {device.upper()} has no native bf16, and emulated bf16 autocast is over 10x "
+             "slower; --precision bf16 forces it)")
+        return False
+    return preset_wants
+
+
 def run(args) -> int:
     from pixdiff.errors import InputError
     from pixdiff.train import l2p, ldm, pid, vae
@@ -90,7 +108,8 @@ def run(args) -> int:
         raise InputError(f"unknown preset {args.preset!r} for {args.model}; choose from {', '.join(presets)}")
     model_cfg, opt = presets[args.preset]
     overrides = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("lr", args.lr)) if v is not None}
-    opt = replace(opt, seed=args.seed, bf16=opt.bf16 and not args.no_bf16, **overrides)
+    device = training_device(args.device, args.model)
+    opt = replace(opt, seed=args.seed, bf16=use_bf16(opt.bf16, args.precision, device), **overrides)
     if args.model == "l2p":
         if not args.init or not args.data or len(args.data) != 1:
             raise InputError("train l2p needs --init STUDENT (from `pixdiff transfer`) and --data SYNTH_DIR (or shapes)")
@@ -113,10 +132,14 @@ def run(args) -> int:
         config["init"] = str(args.init)
     if args.resume:
         config = compatible_config(config, args.out, type(model_cfg)())
+        stored = json.loads((args.out / "config.json").read_text()) if (args.out / "config.json").exists() else {}
+        was = stored.get("optim", {}).get("bf16", opt.bf16)
+        if was != opt.bf16:
+            note(f"resuming a run trained so far in {'bf16' if was else 'fp32'} in {'bf16' if opt.bf16 else 'fp32'}: "
+                 "it continues, but does not match an uninterrupted run exactly")
     if args.dry_run:
         emit(args, config, json.dumps(config, indent=2))
         return 0
-    device = training_device(args.device, args.model)
     if args.model in ("pid", "ldm"):
         from pixdiff.latents import load_latent_source
 

@@ -43,7 +43,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    bf16: bool = True  # bf16 autocast: 1.5-2.5x faster on this CPU
+    bf16: bool = True  # bf16 autocast where it is fast (see bf16_is_fast); the CLI resolves it per machine
     cosine: bool = True  # cosine decay to lr/10 after warm-up
     log_every: int = 10
     checkpoint_minutes: float = 5.0
@@ -69,10 +69,11 @@ def learning_rate(cfg: OptimConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def _without_steps(config: dict) -> dict:
+def _run_identity(config: dict) -> dict:
     """The configuration a resumed run must match: everything but the step count, which may grow to extend a
-    finished run (the cosine schedule is then stretched over the new total: a warm restart)."""
-    return {**config, "optim": {k: v for k, v in config.get("optim", {}).items() if k != "steps"}}
+    finished run (the cosine schedule is then stretched over the new total: a warm restart), and the precision,
+    which belongs to the machine (a run may move to one without fast bf16)."""
+    return {**config, "optim": {k: v for k, v in config.get("optim", {}).items() if k not in ("steps", "bf16")}}
 
 
 def train(task: Task, cfg: OptimConfig, out_dir: str | Path, resume: bool = False, config: dict | None = None,
@@ -101,6 +102,18 @@ def _stop_requests():
             signal.signal(sig, handler)
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up on `device`. CUDA: GPUs with bf16 units. CPU: only where oneDNN
+    has native bf16 paths (AVX-512 or AMX); elsewhere it is emulated, and training ran 14-20x slower than fp32 on
+    an AVX2-only CPU (docs/benchmarks.md, "Training precision")."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
@@ -115,7 +128,7 @@ def _train(task: Task, cfg: OptimConfig, out: Path, resume: bool, config: dict |
     step, elapsed = 0, 0.0
     if resume:
         state = load_state(out)
-        if _without_steps(state["config"]) != _without_steps(config or {}):
+        if _run_identity(state["config"]) != _run_identity(config or {}):
             raise InputError(f"--resume: the run in {out} was started with a different configuration; "
                              "use the same preset and options (only --steps may grow), or a new --out")
         model.load_state_dict(state["model"])
