@@ -23,6 +23,7 @@ def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert "vae-f8c16" in info["latent_sources"] and info["torch"]
+    assert isinstance(info["cpu"]["native_bf16"], bool) and info["cpu"]["capability"]
 
 
 def write(path, arr, mode=None):

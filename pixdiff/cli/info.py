@@ -23,12 +23,15 @@ def run(args) -> int:
     import pixdiff
     from pixdiff.latents.registry import NAMES, WEIGHTS_DIR, shipped
     from pixdiff.train import l2p, ldm, pid, vae
+    from pixdiff.train.loop import bf16_is_fast
 
     taef2 = os.environ.get("PIXDIFF_TAEF2")
     info = {
         "pixdiff": pixdiff.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "diffusers": diffusers.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "cpu": {"capability": torch.backends.cpu.get_cpu_capability(),
+                "native_bf16": bf16_is_fast(torch.device("cpu"))},
         "presets": {"train vae": sorted(vae.TRAIN_PRESETS), "train pid": sorted(pid.TRAIN_PRESETS),
                     "train ldm": sorted(ldm.TRAIN_PRESETS), "train l2p": sorted(l2p.TRAIN_PRESETS)},
         "latent_sources": NAMES,
@@ -39,7 +42,9 @@ def run(args) -> int:
         },
     }
     lines = [f"pixdiff {info['pixdiff']}  python {info['python']}  torch {info['torch']}  diffusers "
-             f"{info['diffusers']}  transformers {info['transformers']}  ({info['threads']} threads)", "",
+             f"{info['diffusers']}  transformers {info['transformers']}  ({info['threads']} threads)",
+             f"CPU: {info['cpu']['capability']}; training precision (--precision auto): "
+             f"{'bf16' if info['cpu']['native_bf16'] else 'fp32 (no native bf16)'}", "",
              "presets:"] + [f"  {k}: {', '.join(v)}" for k, v in info["presets"].items()] + ["", "latent sources:"]
     lines += [f"  {k:10s} {v}" for k, v in NAMES.items()]
     lines += ["", f"shipped weights ({info['weights']['folder']}): {', '.join(info['weights']['shipped']) or 'none'}",
