@@ -53,12 +53,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def stored_config(out: Path) -> dict:
+    """The configuration a run in `out` was started with ({} when there is none)."""
+    path = out / "config.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def compatible_config(config: dict, out: Path, defaults) -> dict:
     """A run started before an option existed resumes when that option keeps its default: drop such keys."""
-    old_file = out / "config.json"
-    if not old_file.exists():
+    if not (stored := stored_config(out)):
         return config
-    old = json.loads(old_file.read_text()).get("model_config", {})
+    old = stored.get("model_config", {})
     new = dict(config["model_config"])
     for k in list(new):
         if k not in old and new[k] == getattr(defaults, k, object()):
@@ -132,8 +137,7 @@ def run(args) -> int:
         config["init"] = str(args.init)
     if args.resume:
         config = compatible_config(config, args.out, type(model_cfg)())
-        stored = json.loads((args.out / "config.json").read_text()) if (args.out / "config.json").exists() else {}
-        was = stored.get("optim", {}).get("bf16", opt.bf16)
+        was = stored_config(args.out).get("optim", {}).get("bf16", opt.bf16)
         if was != opt.bf16:
             note(f"resuming a run trained so far in {'bf16' if was else 'fp32'} in {'bf16' if opt.bf16 else 'fp32'}: "
                  "it continues, but does not match an uninterrupted run exactly")
