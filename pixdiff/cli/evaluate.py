@@ -28,7 +28,8 @@ def register(sub) -> None:
     d.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale for (c) and (d) (default 1)")
     d.add_argument("--latent-guidance", type=float, default=1.0,
                    help="guidance against the latent-dropped model for (c) and (d) (default 1: off; > 1: 2x calls)")
-    d.add_argument("--sigmas", type=float, nargs="*", default=[0.1, 0.2, 0.4], help="latent noise levels for (d) (default 0.1 0.2 0.4; `--sigmas` alone: none)")
+    d.add_argument("--sigmas", type=float, nargs="*", default=[0.1, 0.2, 0.4],
+                   help="latent noise levels for (d) (default 0.1 0.2 0.4; `--sigmas` alone: none)")
     d.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")
     d.add_argument("--taef2", type=Path, default=os.environ.get("PIXDIFF_TAEF2"),
                    help="TAEF2 weights for the Frechet features (default $PIXDIFF_TAEF2; skipped when absent)")
