@@ -102,13 +102,14 @@ def test_training_device_choice():
     from pixdiff import InputError
     from pixdiff.cli.train import training_device
 
-    assert training_device("auto", "ldm") == "cpu" and training_device("cpu", "pid") == "cpu"
-    assert training_device("auto", "pid") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(InputError, match="`train ldm` runs on CPU only"):
-        training_device("cuda", "ldm")
+    gpu = "cuda" if torch.cuda.is_available() else "cpu"
+    assert training_device("cpu", "pid") == "cpu" and training_device("auto", "vae") == "cpu"
+    assert [training_device("auto", m) for m in ("pid", "ldm", "l2p")] == [gpu] * 3
+    with pytest.raises(InputError, match="`train vae` runs on CPU only"):
+        training_device("cuda", "vae")
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA device"):
-            training_device("cuda", "pid")
+            training_device("cuda", "l2p")
 
 
 @pytest.mark.parametrize("fast", [True, False])

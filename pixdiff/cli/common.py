@@ -35,3 +35,23 @@ def default_photos(split: str) -> list[Path]:
     """../shared/data/photos/<split> next to the checkout, or $PIXDIFF_DATA/<split>."""
     root = Path(os.environ.get("PIXDIFF_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"))
     return [root / s for s in split.split("+")]
+
+
+def add_device(p: argparse.ArgumentParser, what: str = "run") -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help=f"where to {what} (auto: CUDA when there is a GPU, else CPU)")
+
+
+def compute_device(choice: str) -> str:
+    """--device auto|cpu|cuda -> 'cpu' or 'cuda' (auto: CUDA when this torch build sees a GPU)."""
+    import torch
+
+    from pixdiff.errors import InputError
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available to this torch build")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":  # TF32 for what autocast leaves in fp32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return choice

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, default_photos, emit, note
+from pixdiff.cli.common import add_common, add_device, compute_device, default_photos, emit, note
 
 
 def register(sub) -> None:
@@ -57,6 +57,7 @@ def register(sub) -> None:
     e.add_argument("--taef2", type=Path, default=os.environ.get("PIXDIFF_TAEF2"),
                    help="TAEF2 weights for the Frechet features (default $PIXDIFF_TAEF2; skipped when absent)")
     e.add_argument("--sheet", type=Path, help="write an image sheet: one column per model, first prompts")
+    add_device(e, "sample")
     add_common(e)
     e.set_defaults(func=run_l2p)
 
@@ -116,8 +117,9 @@ def run_l2p(args) -> int:
     from pixdiff.eval.l2p import evaluate_l2p, markdown_table
     from pixdiff.ldm.generator import load_generator
 
-    source = load_generator(args.source)
-    students = [load_generator(s) for s in args.student]
+    device = compute_device(args.device)
+    source = load_generator(args.source).to(device)
+    students = [load_generator(s).to(device) for s in args.student]
     features = frechet_features(args.taef2)
     r = evaluate_l2p(source, students, args.prompts, args.per_prompt, args.seed, args.steps, args.cfg, features,
                      progress=args.json != "-")

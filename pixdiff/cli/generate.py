@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, emit, note
+from pixdiff.cli.common import add_common, add_device, compute_device, emit, note
 
 
 def register(sub) -> None:
@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--decoder-steps", type=int, help="PiD sampling steps (default: the decoder's, 12)")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_device(p, "sample (the PiD decoder, if any, runs on the CPU)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -41,7 +42,7 @@ def run(args) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
-    gen = load_generator(args.model)
+    gen = load_generator(args.model).to(compute_device(args.device))
     decoder = None
     if args.decoder != "vae":
         from pixdiff.decoder import load_decoder

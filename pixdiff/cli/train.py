@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, default_photos, emit, note
+from pixdiff.cli.common import add_common, compute_device, default_photos, emit, note
 
 
 def register(sub) -> None:
@@ -44,7 +44,7 @@ def register(sub) -> None:
                         "CPU with AVX-512 or AMX), else fp32, because emulated bf16 is over 10x slower; bf16 / fp32 "
                         "force one. A resumed run may change it (numerics then differ slightly)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to train (auto: CUDA when there is a GPU; pid only, the other models train on CPU)")
+                   help="where to train (auto: CUDA when there is a GPU; vae trains on CPU only)")
     p.add_argument("--max-minutes", type=float,
                    help="end this invocation after M minutes: checkpoint and export the weights reached (the "
                         "schedule keeps its --steps; --resume goes on)")
@@ -72,20 +72,12 @@ def compatible_config(config: dict, out: Path, defaults) -> dict:
 
 
 def training_device(choice: str, model: str) -> str:
-    """auto: CUDA when there is a GPU and the model trains there (pid), else CPU."""
-    import torch
-
+    """auto: CUDA when there is a GPU and the model trains there (all but vae), else CPU."""
     from pixdiff.errors import InputError
 
-    if choice == "cuda" and model != "pid":
-        raise InputError(f"--device cuda: `train {model}` runs on CPU only so far (pid trains on CUDA)")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available to this torch build")
-    if choice == "auto":
-        choice = "cuda" if model == "pid" and torch.cuda.is_available() else "cpu"
-    if choice == "cuda":  # TF32 for what autocast leaves in fp32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return choice
+    if choice == "cuda" and model == "vae":
+        raise InputError("--device cuda: `train vae` runs on CPU only so far (pid, ldm and l2p train on CUDA)")
+    return compute_device("cpu" if model == "vae" else choice)
 
 
 def use_bf16(preset_wants: bool, precision: str, device: str) -> bool:
@@ -149,9 +141,9 @@ def run(args) -> int:
 
         source = load_latent_source(args.source, args.source_weights)
         task = pid.PiDTask(model_cfg, source, data, device, init=args.init) if args.model == "pid" else \
-            ldm.LDMTask(model_cfg, source, cache=args.out / "pool.pt", init=args.init)
+            ldm.LDMTask(model_cfg, source, cache=args.out / "pool.pt", init=args.init, device=device)
     elif args.model == "l2p":
-        task = l2p.L2PTask(model_cfg, args.init, data[0])
+        task = l2p.L2PTask(model_cfg, args.init, data[0], device)
     else:
         task = vae.VAETask(model_cfg, data)
     from pixdiff.train.loop import train

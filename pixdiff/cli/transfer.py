@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, emit, note
+from pixdiff.cli.common import add_common, add_device, compute_device, emit, note
 
 
 def register(sub) -> None:
@@ -44,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--per-prompt", type=int, default=2, help="images per prompt (default 2)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--cfg", type=float, help="guidance scale (default: the teacher's)")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16; each batch's noise is "
+                                                          "seeded by its position, so a set is remade or resumed with "
+                                                          "the same --batch)")
+    add_device(p, "render")
     add_common(p)
     p.set_defaults(func=run_synth)
 
@@ -129,7 +133,7 @@ def run_synth(args) -> int:
     from pixdiff.ldm.generator import load_generator
     from pixdiff.transfer.synth import synthesize
 
-    gen = load_generator(args.teacher)
-    r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, cfg=args.cfg, progress=args.json != "-")
+    gen = load_generator(args.teacher).to(compute_device(args.device))
+    r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, cfg=args.cfg, batch=args.batch, progress=args.json != "-")
     emit(args, r, f"{r['images']} images for {r['prompts']} prompts from {r['source']} -> {r['folder']}/")
     return 0

@@ -66,10 +66,10 @@ def paired(student_ok: list[bool], source_ok: list[bool]) -> dict:
 
 
 @torch.no_grad()
-def reference(source, n: int, seed: int, size: int) -> dict:
+def reference(source, n: int, seed: int, size: int, device="cpu") -> dict:
     """The checker on n random ground-truth renders and on the same renders encoded and decoded by `source`."""
     images, captions = scene_batch(n, np.random.default_rng(seed), size)
-    rt = torch.cat([source.decode(source.encode(images[i : i + 32])) for i in range(0, n, 32)])
+    rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
     return {"renders": geneval_lite(images, captions, 1),
             "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
                           **geneval_lite(rt, captions, 1)}}
@@ -82,7 +82,7 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     ref_ok = passes(ref, prompts, per_prompt)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
               "source": {"name": source.name, **summarize(ref_ok, prompts, per_prompt)}, "students": {},
-              "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size)}
+              "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size, source.device)}
     samples = {source.name: ref}
     ref_feats = features(ref) if features is not None else None
     for st in students:

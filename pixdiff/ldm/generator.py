@@ -64,8 +64,20 @@ class Generator:
     def source(self):
         if self._source is None:
             from pixdiff.latents import load_latent_source
-            self._source = load_latent_source(self.cfg.latent_source["name"])
+            self._source = load_latent_source(self.cfg.latent_source["name"]).to(self.device)
         return self._source
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.velocity.parameters()).device
+
+    def to(self, device) -> "Generator":
+        """Run the network (and the latent decoder) on `device`; the text encoder stays on the CPU, and samples come
+        back on the CPU with the same noise as a CPU run (drawn from CPU generators)."""
+        self.velocity.to(device)
+        if self._source is not None:
+            self._source.to(device)
+        return self
 
     @property
     def pixel(self) -> bool:
@@ -80,12 +92,12 @@ class Generator:
         if stop_at is not None and not 0 < stop_at <= steps:
             raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
         src, f = self.cfg.latent_source, self.cfg.latent_source["factor"]
-        n = len(prompts)
-        cond = self.text.encode(prompts)
-        uncond = self.text.encode([""]) * n
+        n, dev = len(prompts), self.device
+        cond = [s.to(dev) for s in self.text.encode(prompts)]
+        uncond = [s.to(dev) for s in self.text.encode([""])] * n
         c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // f)
-        x = torch.randn(n, c, side, side, generator=generator)
-        grid = timesteps(steps, self.cfg.shift)[: (stop_at or steps) + 1]
+        x = torch.randn(n, c, side, side, generator=generator).to(dev)
+        grid = timesteps(steps, self.cfg.shift)[: (stop_at or steps) + 1].to(dev)
 
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
 
@@ -94,7 +106,7 @@ class Generator:
             x = x + (t_next - t) * v(x, t.expand(n))  # Euler
             bar.update(1)
         bar.close()
-        return x, float(grid[-1])
+        return x.cpu(), float(grid[-1])
 
     @torch.no_grad()
     def generate(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
@@ -115,7 +127,7 @@ class Generator:
                              f"{self.cfg.latent_source['name']!r} latents")
         z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress)
         if decoder is None:
-            return self.source.decode(z).clamp(-1, 1)
+            return self.source.decode(z.to(self.device)).clamp(-1, 1).cpu()
         return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator)
 
 

@@ -62,10 +62,11 @@ class TextEncoder:
 
 class CaptionStates:
     """Training-side captions: token states computed once per distinct prompt (a training run draws the same
-    prompts over and over), with caption dropout to the empty prompt (the unconditional input of guidance)."""
+    prompts over and over), with caption dropout to the empty prompt (the unconditional input of guidance). The
+    encoder runs on the CPU; the states are kept on `device`, where the model trains."""
 
-    def __init__(self, encoder: TextEncoder, dropout: float):
-        self.encoder, self.dropout = encoder, dropout
+    def __init__(self, encoder: TextEncoder, dropout: float, device="cpu"):
+        self.encoder, self.dropout, self.device = encoder, dropout, torch.device(device)
         self._states: dict[str, torch.Tensor] = {}
 
     def __call__(self, prompts: list[str], generator: torch.Generator) -> list[torch.Tensor]:
@@ -73,5 +74,5 @@ class CaptionStates:
         prompts = ["" if d else p for p, d in zip(prompts, drop)]
         new = sorted({p for p in prompts if p not in self._states})
         if new:
-            self._states.update(zip(new, self.encoder.encode(new)))
+            self._states.update(zip(new, (s.to(self.device) for s in self.encoder.encode(new))))
         return [self._states[p] for p in prompts]

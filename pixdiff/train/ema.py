@@ -16,8 +16,7 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Warm-up: early on the average tracks the model closely (decay grows with the step count).
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 

@@ -37,15 +37,16 @@ TRAIN_PRESETS = {
 
 
 class L2PTask:
-    def __init__(self, cfg: L2PTrainConfig, init: str | Path, data: str | Path):
+    def __init__(self, cfg: L2PTrainConfig, init: str | Path, data: str | Path, device="cpu"):
         student = load_generator(init)
+        self.device = torch.device(device)
         if not student.pixel:
             raise InputError(f"{init} is not an L2P student (kind {student.cfg.kind!r}); make one with "
                              "`pixdiff transfer --source LDM --out DIR`")
-        self.gcfg, self.cfg, self.model = student.cfg, cfg, student.velocity
+        self.gcfg, self.cfg, self.model = student.cfg, cfg, student.velocity.to(self.device)
         if cfg.full_finetune:
             self.model.requires_grad_(True)
-        self.captions = CaptionStates(student.text, cfg.caption_dropout)
+        self.captions = CaptionStates(student.text, cfg.caption_dropout, self.device)
         if str(data) == "shapes":
             self.data = None
         else:
@@ -62,10 +63,10 @@ class L2PTask:
             x, prompts = scene_batch(n, rng, self.gcfg.size)
         else:
             x, prompts = self.data.sample(n, g)
-        return {"x": x, "captions": self.captions(prompts, g)}
+        return {"x": x.to(self.device), "captions": self.captions(prompts, g)}
 
     def loss(self, model, b: dict, g: torch.Generator):
-        t = sample_t_logit_normal(len(b["x"]), generator=g, s=self.gcfg.shift)
+        t = sample_t_logit_normal(len(b["x"]), generator=g, s=self.gcfg.shift).to(self.device)
         return flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g).mean(), {}
 
     def export(self, model, out_dir: Path) -> None:

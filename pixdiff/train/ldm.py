@@ -42,13 +42,15 @@ TRAIN_PRESETS = {
 
 
 class LDMTask:
-    def __init__(self, cfg: LDMTrainConfig, source, cache: Path | None = None, init=None):
-        self.cfg, self.source = cfg, source
+    def __init__(self, cfg: LDMTrainConfig, source, cache: Path | None = None, init=None, device="cpu"):
+        self.device = torch.device(device)
+        self.cfg, self.source = cfg, source.to(self.device)
         self.text = TextEncoder(cfg.max_tokens)
-        self.captions = CaptionStates(self.text, cfg.caption_dropout)
+        self.captions = CaptionStates(self.text, cfg.caption_dropout, self.device)
         self.model = ZImageVelocity(build_zimage(cfg.preset, source.channels, self.text.dim))
         if init:
             self.init_from_release(init)
+        self.model.to(self.device)
         self.pool_z, self.pool_captions = None, None
         if cfg.pool:
             self.pool_z, self.pool_captions = self.scene_pool(cache)
@@ -93,7 +95,7 @@ class LDMTask:
         zs, caps = [], []
         for i in tqdm(range(0, n, chunk), desc="encoding the scene pool", disable=n <= chunk, leave=False):
             images, captions = scene_batch(min(chunk, n - i), rng, self.cfg.size)
-            zs.append(self.source.encode(images).half())
+            zs.append(self.source.encode(images.to(self.device)).half().cpu())
             caps += captions
         return torch.cat(zs), caps
 
@@ -105,10 +107,10 @@ class LDMTask:
         else:
             idx = torch.randint(len(self.pool_z), (n,), generator=g)
             z, prompts = self.pool_z[idx], [self.pool_captions[i] for i in idx.tolist()]
-        return {"z": z.float(), "captions": self.captions(prompts, g)}
+        return {"z": z.float().to(self.device), "captions": self.captions(prompts, g)}
 
     def loss(self, model: ZImageVelocity, b: dict, g: torch.Generator):
-        t = sample_t_logit_normal(len(b["z"]), generator=g, s=self.cfg.shift)
+        t = sample_t_logit_normal(len(b["z"]), generator=g, s=self.cfg.shift).to(self.device)
         loss = flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["z"], t, g).mean()
         return loss, {}
 

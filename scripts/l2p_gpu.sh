@@ -1,0 +1,37 @@
+#!/bin/bash
+# L2P's student on one GPU within one time budget: synthetic set -> transfer -> calibrate the step time -> train the
+# student for as many steps as fit TRAIN_SECONDS (a full cosine schedule) -> GenEval-lite against its source.
+# usage: scripts/l2p_gpu.sh RUN_DIR TRAIN_SECONDS [PROMPTS=4000] [BATCH=64] [SOURCE=ldm-shapes]
+# Every step is a pixdiff command (--device auto picks the GPU); rerunning resumes the synthetic set.
+# EVAL_PROMPTS (default 200) sets the eval's held-out prompts; COPY_TO, a folder to copy the weights and results
+# into as soon as they exist (a lent machine keeps nothing).
+set -euo pipefail
+R=${1:?run folder}; BUDGET=${2:?training seconds}; N=${3:-4000}; B=${4:-64}; SRC=${5:-ldm-shapes}
+P=${PIXDIFF:-pixdiff}
+keep() { [ -z "${COPY_TO:-}" ] || cp "$@" "$COPY_TO/"; }
+stamp() { echo "=== $(date +%T) $*"; }
+mkdir -p "$R"
+stamp synth
+$P synth --teacher "$SRC" --n "$N" --cfg 4 --batch 64 --out "$R/synth" --json "$R/synth.json"
+stamp transfer
+[ -f "$R/student0/config.json" ] || $P transfer --source "$SRC" --prediction x --shift 3 --out "$R/student0" > /dev/null
+stamp calibrate
+rm -rf "$R/cal"
+$P train l2p --preset small --init "$R/student0" --data "$R/synth" --batch "$B" --steps 60 \
+  --out "$R/cal" --no-progress > /dev/null
+STEPS=$(python3 - "$R/cal/log.jsonl" "$BUDGET" <<'PY'
+import json, sys
+log = {r["step"]: r["elapsed_s"] for r in map(json.loads, open(sys.argv[1]))}
+per_step = (log[60] - log[20]) / 40  # the first steps include start-up
+print(max(100, int(float(sys.argv[2]) / per_step) // 100 * 100))
+PY
+)
+stamp "train $STEPS steps of batch $B"
+$P train l2p --preset small --init "$R/student0" --data "$R/synth" --batch "$B" --steps "$STEPS" \
+  --out "$R/student" --no-progress --max-minutes "$(python3 -c "print($BUDGET * 1.15 / 60)")"
+keep "$R/student/weights/"* "$R/student/log.jsonl"
+stamp eval
+$P eval l2p --source "$SRC" --student "$R/student/weights" --prompts "${EVAL_PROMPTS:-200}" --cfg 4 \
+  --json "$R/eval.json" --sheet "$R/eval-sheet.jpg"
+keep "$R/eval.json" "$R/eval-sheet.jpg"
+stamp done
