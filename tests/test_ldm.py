@@ -6,7 +6,7 @@ from pixdiff.errors import InputError
 from pixdiff.latents import load_latent_source
 from pixdiff.ldm.generator import load_generator
 from pixdiff.ldm.text import TextEncoder
-from pixdiff.ldm.zimage import ZImageVelocity, build_zimage
+from pixdiff.ldm.zimage import ZImageVelocity, build_zimage, zimage_forward
 from pixdiff.train.ldm import TRAIN_PRESETS, LDMTask
 from pixdiff.train.loop import train
 
@@ -31,6 +31,24 @@ def test_zimage_wrapper_uses_pixdiff_time_and_velocity_conventions():
     v = net(x, t, caps)
     assert torch.allclose(seen["t"], (1 - t) * net.transformer.t_scale)  # Z-Image's clock runs the other way
     assert torch.allclose(v, -torch.stack(raw).squeeze(2), atol=1e-6)  # and predicts x0 - eps
+
+
+@pytest.mark.parametrize("channels, patch, side", [(16, 2, 16), (16, 2, 8), (3, 16, 64)])
+@pytest.mark.parametrize("lengths", [[5, 5, 5], [3, 40, 7], [32, 31, 1], [33, 64, 70]])
+def test_batched_forward_is_the_diffusers_forward(channels, patch, side, lengths):
+    """zimage_forward (one batch, masks) computes exactly what diffusers' list forward does: images whose token
+    count is or is not a multiple of 32, captions of equal and of different padded lengths; random weights, since
+    Z-Image's zero-initialised output layer would hide any mistake."""
+    torch.manual_seed(0)
+    model = build_zimage("tiny", channels, 384, patch).eval()
+    for prm in model.parameters():
+        prm.data.normal_(0, 0.05)
+    x, t = torch.randn(3, channels, side, side), torch.rand(3)
+    caps = [torch.randn(n, 384) for n in lengths]
+    with torch.no_grad():
+        ref = model(list(x.unsqueeze(2).unbind(0)), t, caps, patch_size=patch, return_dict=False)[0]
+        out = zimage_forward(model, x, t, caps)
+    assert out.abs().max() > 0.1 and torch.equal(out, torch.stack(ref).squeeze(2))
 
 
 @pytest.fixture(scope="module")

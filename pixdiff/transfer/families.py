@@ -64,9 +64,9 @@ class ZImageFamily:
         return tap
 
     def run(self, model, x: torch.Tensor, t: torch.Tensor, captions: list[torch.Tensor]) -> None:
-        # Z-Image's clock: 1 = clean (its pipeline passes 1 - sigma)
-        model(list(x.unsqueeze(2).unbind(0)), 1 - t, [c.to(x.dtype) for c in captions],
-              patch_size=model.config.all_patch_size[0], return_dict=False)
+        from pixdiff.ldm.zimage import zimage_forward
+
+        zimage_forward(model, x, 1 - t, captions)  # Z-Image's clock: 1 = clean (its pipeline passes 1 - sigma)
 
     def image_tokens(self, tokens: torch.Tensor, n: int) -> torch.Tensor:
         return tokens[:, :n]  # basic mode: [image tokens (padded), caption tokens]
