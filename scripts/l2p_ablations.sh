@@ -15,19 +15,21 @@
 # Resumable: a finished student (OUT/NAME/weights) is kept, a stopped one goes on from its checkpoint.
 # $PIXDIFF is the command (default pixdiff); PRESET=tiny runs the tiny presets (a check of the script); $EVAL_ARGS
 # go to `pixdiff eval l2p` (e.g. "--prompts 4 --per-prompt 1" for that check); $TRANSFER_ARGS to both transfers
-# (e.g. "--prediction x --shift 3", the x-prediction recipe of docs/benchmarks.md).
+# (default "--prediction x --shift 3", the recipe of the shipped l2p-shapes; TRANSFER_ARGS="" is the velocity
+# recipe of the session-7 table in docs/benchmarks.md).
 set -euo pipefail
 src=$1 synth=$2 out=$3 steps=${4:-2000} cfg=${5:-}
 px=${PIXDIFF:-pixdiff}
 preset=${PRESET:-small}
+targs=${TRANSFER_ARGS-"--prediction x --shift 3"}
 total=$(wc -l <"$synth/captions.jsonl")
 half=$((total / 2))
 mkdir -p "$out"
 
 # shellcheck disable=SC2086
-[ -d "$out/student" ] || $px transfer --source "$src" ${TRANSFER_ARGS:-} --out "$out/student" --json "$out/transfer.json"
+[ -d "$out/student" ] || $px transfer --source "$src" $targs --out "$out/student" --json "$out/transfer.json"
 # shellcheck disable=SC2086
-[ -d "$out/student-linear" ] || $px transfer --source "$src" ${TRANSFER_ARGS:-} --head linear \
+[ -d "$out/student-linear" ] || $px transfer --source "$src" $targs --head linear \
   --out "$out/student-linear" --json "$out/transfer-linear.json"
 
 train() {  # train NAME INIT DATA [options...]
