@@ -112,6 +112,17 @@ def test_training_device_choice():
             training_device("cuda", "l2p")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message of a machine without GPU")
+@pytest.mark.parametrize("args", [["generate", "--model", "ldm-shapes", "--prompt", "one red circle"],
+                                  ["synth", "--teacher", "ldm-shapes", "--n", "1"],
+                                  ["eval", "l2p", "--source", "ldm-shapes"]])
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, args):
+    out = ["--out", str(tmp_path / "o")] if args[0] != "eval" else []
+    assert main([*args, *out, "--device", "cuda"]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_precision_auto_uses_bf16_only_where_it_is_native(tmp_path, capsys, monkeypatch, fast):
     import pixdiff.train.loop as loop
