@@ -1,7 +1,9 @@
 """Time a training step (forward + backward) of the small Z-Image transformer through diffusers' list forward and
 through pixdiff's batched `zimage_forward` (the same numbers, tested), for the latent generator (16 x 16 latents,
 patch 2) and the L2P student's transformer (128^2 pixels, patch 16), with random weights and captions.
-usage: python scripts/bench_zimage_forward.py [--batch 64] [--device auto] [--repeats 20]"""
+--compile adds a third path: zimage_forward with every transformer block compiled by torch.compile (fewer, fused
+kernels; whether that pays on a launch-bound GPU is what it measures).
+usage: python scripts/bench_zimage_forward.py [--batch 64] [--device auto] [--repeats 20] [--compile]"""
 import argparse
 import time
 
@@ -13,6 +15,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 ap.add_argument("--repeats", type=int, default=20)
+ap.add_argument("--compile", action="store_true")
 args = ap.parse_args()
 dev = torch.device(args.device)
 name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
@@ -26,7 +29,12 @@ for label, channels, patch, side in (("ldm (latents)", 16, 2, 16), ("student tra
     paths = {"diffusers": lambda: torch.stack(model(list(x.unsqueeze(2).unbind(0)), t, caps, patch_size=patch,
                                                     return_dict=False)[0]),
              "batched": lambda: zimage_forward(model, x, t, caps)}
+    if args.compile:
+        paths["compiled"] = lambda: zimage_forward(model, x, t, caps)
     for path, fn in paths.items():
+        if path == "compiled":
+            for block in [*model.noise_refiner, *model.context_refiner, *model.layers]:
+                block.compile()
         def step():
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 loss = fn().float().square().mean()
