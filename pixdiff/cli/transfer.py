@@ -134,6 +134,7 @@ def run_synth(args) -> int:
     from pixdiff.transfer.synth import synthesize
 
     gen = load_generator(args.teacher).to(compute_device(args.device))
-    r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, cfg=args.cfg, batch=args.batch, progress=args.json != "-")
+    r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, cfg=args.cfg, batch=args.batch,
+                   progress=args.json != "-")
     emit(args, r, f"{r['images']} images for {r['prompts']} prompts from {r['source']} -> {r['folder']}/")
     return 0
