@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, compute_device, default_photos, emit, note
+from pixdiff.cli.common import add_common, add_device, compute_device, default_photos, emit, note
 
 
 def register(sub) -> None:
@@ -43,8 +43,7 @@ def register(sub) -> None:
                    help="auto (default): bf16 autocast where this machine has native bf16 (a GPU with bf16 units, a "
                         "CPU with AVX-512 or AMX), else fp32, because emulated bf16 is over 10x slower; bf16 / fp32 "
                         "force one. A resumed run may change it (numerics then differ slightly)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to train (auto: CUDA when there is a GPU; vae trains on CPU only)")
+    add_device(p, "train; vae trains on the CPU only")
     p.add_argument("--max-minutes", type=float,
                    help="end this invocation after M minutes: checkpoint and export the weights reached (the "
                         "schedule keeps its --steps; --resume goes on)")
