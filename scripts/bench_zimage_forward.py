@@ -1,6 +1,7 @@
 """Time a training step (forward + backward) of the small Z-Image transformer through diffusers' list forward and
 through pixdiff's batched `zimage_forward` (the same numbers, tested), for the latent generator (16 x 16 latents,
 patch 2) and the L2P student's transformer (128^2 pixels, patch 16), with random weights and captions.
+Also counts the aten operations of one forward of each path (torch.profiler; --repeats 0 counts only).
 --compile adds a third path: zimage_forward with every transformer block compiled by torch.compile (fewer, fused
 kernels; whether that pays on a launch-bound GPU is what it measures).
 usage: python scripts/bench_zimage_forward.py [--batch 64] [--device auto] [--repeats 20] [--compile]"""
@@ -8,6 +9,7 @@ import argparse
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from pixdiff.ldm.zimage import build_zimage, zimage_forward
 
@@ -39,6 +41,12 @@ for label, channels, patch, side in (("ldm (latents)", 16, 2, 16), ("student tra
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 loss = fn().float().square().mean()
             loss.backward()
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        ops = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+        if not args.repeats:
+            print(f"{label:30s} {path:9s} {ops:8d} aten ops per forward")
+            continue
         for _ in range(3):
             step()
         if dev.type == "cuda":
@@ -48,4 +56,5 @@ for label, channels, patch, side in (("ldm (latents)", 16, 2, 16), ("student tra
             step()
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        print(f"{label:30s} {path:9s} {(time.perf_counter() - t0) / args.repeats * 1000:8.1f} ms per step")
+        print(f"{label:30s} {path:9s} {(time.perf_counter() - t0) / args.repeats * 1000:8.1f} ms per step, "
+              f"{ops} aten ops per forward")
