@@ -4,8 +4,9 @@
 # TOTAL_SECONDS: training gets what the first stages leave, less EVAL_SECONDS (default 150) kept for the eval.
 # usage: scripts/l2p_gpu.sh RUN_DIR TOTAL_SECONDS [PROMPTS=2000] [BATCH=64] [SOURCE=ldm-shapes]
 # Every step is a pixdiff command (--device auto picks the GPU); rerunning resumes the synthetic set.
-# EVAL_PROMPTS (default 200) sets the eval's held-out prompts; COPY_TO, a folder to copy the weights and results
-# into as soon as they exist (a lent machine keeps nothing).
+# INIT: a student to continue (e.g. l2p-shapes) instead of a fresh x-prediction transfer; EVAL_PROMPTS (default
+# 200) sets the eval's held-out prompts, 0 skips the eval (run it on a CPU afterwards); COPY_TO, a folder to copy
+# the weights and results into as soon as they exist (a lent machine keeps nothing).
 set -euo pipefail
 R=${1:?run folder}; TOTAL=${2:?total seconds}; N=${3:-2000}; B=${4:-64}; SRC=${5:-ldm-shapes}
 START=$(date +%s)
@@ -15,11 +16,14 @@ stamp() { echo "=== $(date +%T) $*"; }
 mkdir -p "$R"
 stamp synth
 $P synth --teacher "$SRC" --n "$N" --cfg 4 --batch 64 --out "$R/synth" --json "$R/synth.json"
-stamp transfer
-[ -f "$R/student0/config.json" ] || $P transfer --source "$SRC" --prediction x --shift 3 --out "$R/student0" > /dev/null
+INIT=${INIT:-$R/student0}
+if [ "$INIT" = "$R/student0" ] && [ ! -f "$INIT/config.json" ]; then
+  stamp transfer
+  $P transfer --source "$SRC" --prediction x --shift 3 --out "$INIT" > /dev/null
+fi
 stamp calibrate
 rm -rf "$R/cal"
-$P train l2p --preset small --init "$R/student0" --data "$R/synth" --batch "$B" --steps 60 \
+$P train l2p --preset small --init "$INIT" --data "$R/synth" --batch "$B" --steps 60 \
   --out "$R/cal" --no-progress > /dev/null
 BUDGET=$(( TOTAL - ($(date +%s) - START) - ${EVAL_SECONDS:-150} ))
 [ "$BUDGET" -ge 60 ] || { echo "only ${BUDGET}s left for training: raise TOTAL_SECONDS or lower PROMPTS" >&2; exit 1; }
@@ -31,9 +35,10 @@ print(max(100, int(0.9 * float(sys.argv[2]) / per_step) // 100 * 100))  # 10% fo
 PY
 )
 stamp "train $STEPS steps of batch $B ($BUDGET s left for training)"
-$P train l2p --preset small --init "$R/student0" --data "$R/synth" --batch "$B" --steps "$STEPS" \
+$P train l2p --preset small --init "$INIT" --data "$R/synth" --batch "$B" --steps "$STEPS" \
   --out "$R/student" --no-progress --max-minutes "$(python3 -c "print($BUDGET / 60)")"
 keep "$R/student/weights/"* "$R/student/log.jsonl"
+[ "${EVAL_PROMPTS:-200}" -gt 0 ] || { stamp "done (eval skipped)"; exit 0; }
 stamp eval
 $P eval l2p --source "$SRC" --student "$R/student/weights" --prompts "${EVAL_PROMPTS:-200}" --cfg 4 \
   --json "$R/eval.json" --sheet "$R/eval-sheet.jpg"
