@@ -73,6 +73,29 @@ def test_generation_contract(tiny_generator):
         tiny_generator.sample_latents(["x"], steps=3, stop_at=5)
 
 
+def test_generate_hands_pid_the_half_denoised_latent(tiny_generator):
+    """--stop-at K: the output is PiD's decode of the latent after K steps at its noise level, with the same seed;
+    a decoder of another latent space is refused."""
+    from pixdiff.decoder import PiD, PiDConfig, PiDDecoder
+    from pixdiff.nn.pixel_dit import PRESETS
+
+    def decoder(source):
+        torch.manual_seed(0)
+        return PiDDecoder(PiD(PiDConfig(net=PRESETS["tiny"], latent_source=source, adapter_hidden=8,
+                                        adapter_blocks=1)), "t").to("cpu")
+
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    dec = decoder({"name": "vae-f8c16", "channels": 16, "factor": 8})
+    out = tiny_generator.generate(["two red circles"], steps=4, generator=g(0), decoder=dec, stop_at=2,
+                                  decoder_steps=2)
+    g0 = g(0)
+    z, sigma = tiny_generator.sample_latents(["two red circles"], steps=4, generator=g0, stop_at=2)
+    assert out.shape == (1, 3, 256, 256) and out.device.type == "cpu"  # 64^2 generator, PiD at 4x
+    assert torch.equal(out, dec.decode(z, sigma=sigma, steps=2, generator=g0))
+    with pytest.raises(InputError, match="decodes 'pixels-f4' latents"):
+        tiny_generator.generate(["x"], decoder=decoder({"name": "pixels-f4", "channels": 48, "factor": 4}))
+
+
 def test_loss_falls_on_one_batch():
     torch.manual_seed(0)
     cfg, _ = TRAIN_PRESETS["tiny"]

@@ -46,7 +46,7 @@ def run(args) -> int:
     decoder = None
     if args.decoder != "vae":
         from pixdiff.decoder import load_decoder
-        decoder = load_decoder(args.decoder)
+        decoder = load_decoder(args.decoder).to(gen.device)
     for p in args.prompt:
         if not p.strip():
             note("empty prompt: unconditional generation")

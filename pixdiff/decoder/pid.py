@@ -130,6 +130,11 @@ class PiDDecoder:
     def source(self) -> dict:
         return self.cfg.latent_source
 
+    def to(self, device) -> "PiDDecoder":
+        """Run the network on `device`; latents passed to `decode` are moved there, and images come back there."""
+        self.model.to(device)
+        return self
+
     def check(self, latents: torch.Tensor, sigma: torch.Tensor, scale: int | None) -> None:
         from pixdiff.latents.base import check_latents
 
@@ -148,7 +153,7 @@ class PiDDecoder:
                              f"{self.cfg.latent_std:.3g}: they look like another latent space (or an unnormalised "
                              "one); encode with the source this decoder was trained on")
 
-    def text_states(self, prompt, n: int) -> torch.Tensor | None:
+    def text_states(self, prompt, n: int, device=None) -> torch.Tensor | None:
         """Pooled caption embeddings (n, text_dim) for a prompt (or n prompts); None for models without text."""
         if not self.cfg.text_encoder:
             if prompt:
@@ -159,7 +164,7 @@ class PiDDecoder:
         prompts = [prompt or ""] * n if prompt is None or isinstance(prompt, str) else list(prompt)
         if len(prompts) != n:
             raise InputError(f"{len(prompts)} prompts for {n} latents")
-        return TextEncoder().pooled(prompts)
+        return TextEncoder().pooled(prompts).to(device)  # the text encoder runs on the CPU
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int | None = None,
@@ -178,11 +183,12 @@ class PiDDecoder:
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
-        sigma = sigma.to(latents.device)
-        z, (h, w) = self._pad(latents.float())
+        dev = next(self.model.parameters()).device
+        sigma = sigma.to(dev)
+        z, (h, w) = self._pad(latents.float().to(dev))
         f = self.source["factor"] * self.cfg.scale
         branch = self.model.latent_branch(z)  # it does not depend on t: run it once
-        text = self.text_states(prompt, b)
+        text = self.text_states(prompt, b, dev)
         if latent_guidance != 1 and guidance != 1 and text is not None:
             raise InputError("use text guidance or latent guidance, not both at once")
         if self.cfg.objective == "l1":
@@ -203,7 +209,7 @@ class PiDDecoder:
 
             on = torch.ones(b, dtype=torch.bool, device=z.device)
             if text is not None and guidance != 1:  # text-only guidance, as in PiD
-                uncond, gw = (on, self.text_states("", b)), guidance
+                uncond, gw = (on, self.text_states("", b, dev)), guidance
             else:  # latent guidance: against the latent-dropped (unconditional) branch
                 uncond, gw = (~on, text), latent_guidance
             velocity = classifier_free_guidance(net, (on, text), uncond, gw, cat=lambda p, q: (

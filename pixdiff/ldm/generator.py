@@ -128,7 +128,7 @@ class Generator:
         z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress)
         if decoder is None:
             return self.source.decode(z.to(self.device)).clamp(-1, 1).cpu()
-        return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator)
+        return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator).cpu()
 
 
 def build_network(cfg: GeneratorConfig):
