@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from pixdiff import InputError
-from pixdiff.data.crops import RandomCrops, eval_crops, step_generator
+from pixdiff.data.crops import RandomCrops, augment, eval_crops, step_generator
 from pixdiff.data.images import downsample, load_image, resize, save_image, to_float, to_uint8
 
 
@@ -82,3 +82,23 @@ def test_crops_are_deterministic_for_a_seed(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images"):
         eval_crops(tmp_path / "empty", 8)
+
+
+def test_augment_is_a_dihedral_move_plus_a_colour_change():
+    g = torch.Generator().manual_seed(0)
+    grey = (torch.rand(1, 1, 6, 6) * 2 - 1).expand(1, 3, 6, 6)  # saturation and permutation leave grey alone
+    seen = set()
+    for _ in range(40):
+        y = augment(grey, g)
+        assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
+        moves = {k: torch.rot90(grey[0, 0], k) for k in range(4)}
+        match = [(k, f) for k, m in moves.items() for f in (0, 1) if torch.allclose(y[0, 0], m.flip(0) if f else m)]
+        assert match, "not one of the 8 moves of the square"
+        seen.add(match[0])
+    assert len(seen) == 8
+    # colour: over many draws every channel takes each of the others' places (the channel means even out)
+    red = torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 1.0
+    means = torch.stack([augment(red, g).mean((0, 2, 3)) for _ in range(300)]).mean(0)
+    assert float(means.max() - means.min()) < 0.1
+    assert torch.equal(augment(red, step_generator(1, 2)), augment(red, step_generator(1, 2)))

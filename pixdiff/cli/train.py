@@ -32,6 +32,9 @@ def register(sub) -> None:
                    help="pid / ldm: override the preset's timestep shift for training (ldm: also its sampling shift); "
                         "an l2p student's shift is set by `pixdiff transfer --shift`")
     p.add_argument("--full-finetune", action="store_true", help="l2p: train the middle blocks too (ablation)")
+    p.add_argument("--augment", action="store_true",
+                   help="pid: random 90-degree rotations, flips, colour-channel permutations and saturation of the "
+                        "training crops (the photos are few; a decoder head overfits them)")
     p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -110,6 +113,10 @@ def run(args) -> int:
         if not args.init or not args.data or len(args.data) != 1:
             raise InputError("train l2p needs --init STUDENT (from `pixdiff transfer`) and --data SYNTH_DIR (or shapes)")
         model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0)
+    if args.augment:
+        if args.model != "pid":
+            raise InputError(f"--augment is for pid runs, not {args.model}")
+        model_cfg = replace(model_cfg, augment=True)
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
     if args.shift is not None:

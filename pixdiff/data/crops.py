@@ -22,18 +22,33 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return g
 
 
+def augment(crop: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random rotation by a multiple of 90 degrees, vertical flip, colour-channel permutation and saturation
+    change (x 0 to 1.5 around the luma; 0 is grey) of a (1, 3, H, W) crop in [-1, 1]. Any image is a valid input
+    to a decoder, so this widens what a model learns from few photos: a latent decoder trained on 42 photos reads
+    their latents well (27.5 dB) and unseen ones 5 dB worse (docs/benchmarks.md)."""
+    r = torch.rand(3, generator=generator)
+    crop = torch.rot90(crop, int(r[0] * 4), dims=(-2, -1))
+    if r[1] < 0.5:
+        crop = crop.flip(-2)
+    crop = crop[:, torch.randperm(3, generator=generator)]
+    luma = (crop * torch.tensor([0.299, 0.587, 0.114], device=crop.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (luma + 1.5 * float(r[2]) * (crop - luma)).clamp(-1, 1)
+
+
 class RandomCrops:
-    """Square crops of `size` pixels with random position, horizontal flip and zoom.
+    """Square crops of `size` pixels with random position, horizontal flip and zoom (and, with `augment`, the
+    rotations, flips and colour changes of `augment()`).
 
     zoom: the crop covers size * z native pixels (z drawn log-uniformly in [1, max_zoom]) and is resampled with
     the anti-aliased bicubic filter down to `size`, so the model sees both native detail and whole-photo
     layouts at the same crop size.
     """
 
-    def __init__(self, folders, size: int, max_zoom: float = 1.0):
+    def __init__(self, folders, size: int, max_zoom: float = 1.0, augment: bool = False):
         self.paths = list_images(folders)
         self.images = [load_image(p).pixels for p in self.paths]
-        self.size, self.max_zoom = size, max_zoom
+        self.size, self.max_zoom, self.augment = size, max_zoom, augment
         small = [p for p, im in zip(self.paths, self.images) if min(im.shape[-2:]) < size]
         if small:
             raise InputError(f"{len(small)} images are smaller than the crop size {size}: {small[0]}")
@@ -58,7 +73,7 @@ class RandomCrops:
             crop = resize(crop, (self.size, self.size))
             if float(torch.rand((), generator=generator)) < 0.5:
                 crop = crop.flip(-1)
-            out.append(crop)
+            out.append(augment(crop, generator) if self.augment else crop)
         crops = torch.cat(out).clamp(-1, 1)
         return (crops, which) if with_index else crops
 

@@ -42,6 +42,7 @@ class PiDTrainConfig:
     scale: int = 4
     crop: int = 256
     max_zoom: float = 4.0
+    augment: bool = False  # rotations, flips, channel permutations, saturation (data.crops.augment): few photos
     noise_prob: float = 0.75  # share of latents noised to sigma ~ U[0, sigma_max]
     sigma_max: float = 0.8
     latent_dropout: float = 0.1
@@ -174,7 +175,7 @@ class PiDTask:
         if init:
             init_from_release(self.model, init)
         self.model.to(self.device)
-        self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom)
+        self.data = RandomCrops(data_folders, cfg.crop, cfg.max_zoom, cfg.augment)
         if self.text:
             self.captions = [p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").exists() else ""
                              for p in self.data.paths]
