@@ -144,6 +144,28 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert "| l2p |" in capsys.readouterr().out and r["source"]["name"] == "ldm"
 
 
+def test_eval_cache_returns_the_same_samples_and_resamples_a_changed_model(chain, tmp_path, monkeypatch):
+    import pixdiff.eval.l2p as ev
+
+    gen = load_generator(chain / "ldm" / "weights")
+    first = ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled again")
+
+    monkeypatch.setattr(ev, "sample_all", no_sampling)
+    again = ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False, cache=tmp_path)
+    assert torch.equal(again["samples"]["ldm"], first["samples"]["ldm"]) and again["source"] == first["source"]
+    with torch.no_grad():
+        next(gen.velocity.parameters()).add_(1e-3)  # another model under the same name
+    with pytest.raises(AssertionError, match="sampled again"):
+        ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False, cache=tmp_path)
+    with pytest.raises(AssertionError, match="sampled again"):  # another setting
+        ev.evaluate_l2p(load_generator(chain / "ldm" / "weights"), [], n_prompts=2, per_prompt=1, steps=2,
+                        progress=False, cache=tmp_path)
+
+
 def test_geneval_lite_statistics_are_the_binomial_and_mcnemar_ones():
     from pixdiff.eval.l2p import paired, summarize
 

@@ -57,6 +57,10 @@ def register(sub) -> None:
     e.add_argument("--taef2", type=Path, default=os.environ.get("PIXDIFF_TAEF2"),
                    help="TAEF2 weights for the Frechet features (default $PIXDIFF_TAEF2; skipped when absent)")
     e.add_argument("--sheet", type=Path, help="write an image sheet: one column per model, first prompts")
+    e.add_argument("--cache", type=Path,
+                   help="keep every model's samples in this folder (about 160 MB per model at 200 prompts), named by "
+                        "a hash of its weights and the sampling settings: a later eval with the same source samples "
+                        "only the new students")
     add_device(e, "sample")
     add_common(e)
     e.set_defaults(func=run_l2p)
@@ -122,7 +126,7 @@ def run_l2p(args) -> int:
     students = [load_generator(s).to(device) for s in args.student]
     features = frechet_features(args.taef2)
     r = evaluate_l2p(source, students, args.prompts, args.per_prompt, args.seed, args.steps, args.cfg, features,
-                     progress=args.json != "-")
+                     progress=args.json != "-", cache=args.cache)
     samples = r.pop("samples")
     if args.sheet:
         from pixdiff.eval.sheet import image_sheet

@@ -5,7 +5,10 @@ distance between each student's samples and the source's. A student grown to a l
 scored on its samples area-downsampled to the source's size."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +36,37 @@ def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=
         g = torch.Generator().manual_seed(seed * 100003 + i)
         out.append(generator.generate(jobs[i : i + batch], steps=steps, cfg=cfg, generator=g))
     return torch.cat(out)
+
+
+def fingerprint(generator) -> str:
+    """A hash of everything a generator's samples depend on besides the prompts and seeds: its config, its network's
+    weights, its latent decoder's weights (ldm) and the device type (CPU and CUDA kernels round differently)."""
+    h = hashlib.sha256(json.dumps([generator.cfg.to_dict(), generator.device.type], sort_keys=True).encode())
+    modules = [generator.velocity]
+    if not generator.pixel:
+        modules += [m for m in vars(generator.source).values() if isinstance(m, torch.nn.Module)]
+    for m in modules:
+        for k, v in m.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None,
+                   cache: Path | None = None, progress: bool = True) -> torch.Tensor:
+    """sample_all, read from / written to `cache` (a folder) when given: the file is named by the generator's
+    fingerprint and the sampling settings, so a changed model or setting samples again."""
+    if cache is None:
+        return sample_all(generator, prompts, per_prompt, seed, steps, cfg, progress=progress)
+    key = json.dumps([fingerprint(generator), prompts, per_prompt, seed, steps, cfg], sort_keys=True)
+    path = Path(cache) / f"{generator.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        return torch.load(path)
+    images = sample_all(generator, prompts, per_prompt, seed, steps, cfg, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(images, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # no half-written file for a killed run to read back
+    return images
 
 
 def passes(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[bool]:
@@ -76,9 +110,11 @@ def reference(source, n: int, seed: int, size: int, device="cpu") -> dict:
 
 
 def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0, steps=None,
-                 cfg=None, features=None, progress: bool = True) -> dict:
+                 cfg=None, features=None, progress: bool = True, cache: Path | None = None) -> dict:
+    """cache: a folder keeping every model's samples (cached_samples), so evaluating new students against the same
+    source samples it once."""
     prompts = heldout_prompts(n_prompts)
-    ref = sample_all(source, prompts, per_prompt, seed, steps, cfg, progress=progress)
+    ref = cached_samples(source, prompts, per_prompt, seed, steps, cfg, cache, progress)
     ref_ok = passes(ref, prompts, per_prompt)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
               "source": {"name": source.name, **summarize(ref_ok, prompts, per_prompt)}, "students": {},
@@ -87,7 +123,7 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     ref_feats = features(ref) if features is not None else None
     for st in students:
         name = st.name if st.name not in samples else f"{st.name} #{len(samples) + 1}"  # columns need distinct names
-        ims = sample_all(st, prompts, per_prompt, seed, steps, cfg, progress=progress)
+        ims = cached_samples(st, prompts, per_prompt, seed, steps, cfg, cache, progress)
         if ims.shape[-2:] != ref.shape[-2:]:  # a grown student (transfer --grow): scored at the source's size
             ims = F.interpolate(ims, size=ref.shape[-2:], mode="area")
         samples[name] = ims
