@@ -7,7 +7,8 @@
 # A 40-step calibration of the four runs together measures seconds per step; each run then gets the same --steps
 # that fits in SECONDS (from the script's start), with --max-minutes as a safety net. Needs PIXDIFF_TAEF2 (the
 # TAEF2 weights) and the photos (../shared/data/photos or $PIXDIFF_DATA). $PIXDIFF is the command (default pixdiff);
-# SIZE=tiny runs the tiny presets (a check of the script on CPU).
+# SIZE=tiny runs the tiny presets (a check of the script on CPU). RUNS replaces the four runs: one per line,
+# "NAME PRESET SOURCE [more train options]", e.g. RUNS=$'taef2c small taef2 --init pid-taef2-x4-teacher --augment'.
 set -euo pipefail
 out=$1 budget=$2 batch=${3:-64}
 px=${PIXDIFF:-pixdiff}
@@ -15,14 +16,16 @@ start=$(date +%s)
 size=${SIZE:-small}
 runs=("f8c16 $size vae-f8c16" "cascade $size-cascade vae-f8c16" "regression $size-regression vae-f8c16"
       "taef2 $size taef2")
+[ -z "${RUNS:-}" ] || mapfile -t runs <<<"$RUNS"
 mkdir -p "$out"
 
 launch() {  # launch PREFIX STEPS [options...]: the four runs side by side; fails if one fails
   local prefix=$1 steps=$2 pids=() ok=0; shift 2
   for r in "${runs[@]}"; do
-    read -r name preset source <<<"$r"
+    read -r name preset source more <<<"$r"
+    # shellcheck disable=SC2086  # `more`: the run's own options, split on spaces
     $px train pid --preset "$preset" --source "$source" --batch "$batch" --steps "$steps" \
-      --out "$out/$prefix$name" --no-progress "$@" >"$out/$prefix$name.log" 2>&1 &
+      --out "$out/$prefix$name" --no-progress ${more:-} "$@" >"$out/$prefix$name.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || ok=1; done
@@ -44,7 +47,7 @@ PY
 startup=$(python3 -c "print(max(0.0, $cal_wall - $loop_s))")
 left=$(( budget - ($(date +%s) - start) ))
 steps=$(python3 -c "print(int(($left - $startup - 30) / $per_step))")
-echo "calibration: $per_step s/step with four runs side by side, ${startup}s start-up; $left s left -> $steps steps"
+echo "calibration: $per_step s/step with ${#runs[@]} runs side by side, ${startup}s start-up; $left s left -> $steps steps"
 launch "" "$steps" --max-minutes "$(python3 -c "print(($left - $startup - 20) / 60)")" || echo "a run failed:"
 for r in "${runs[@]}"; do
   read -r name _ <<<"$r"

@@ -42,6 +42,8 @@ PRESETS = {
     "tiny": PixelDiTConfig(patch=8, dim=32, depth=2, heads=2, pixel_dim=4, pixel_depth=1, pixel_attn_dim=32,
                            pixel_ada_rank=8, head_blocks=1),
     "small": PixelDiTConfig(),
+    # small with twice the pixel pathway and head: does a wider per-pixel path raise the detail's correlation?
+    "small-wide": PixelDiTConfig(pixel_dim=16, head_blocks=2),
     "base": PixelDiTConfig(dim=768, depth=12, heads=12, pixel_dim=16, pixel_depth=2, pixel_attn_dim=768,
                            pixel_ada_rank=256, head_blocks=2),
 }

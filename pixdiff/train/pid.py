@@ -75,6 +75,7 @@ def _tiny(cfg: PiDTrainConfig) -> PiDTrainConfig:  # tests: seconds on CPU, any 
 TRAIN_PRESETS = {
     "small": (SMALL, SMALL_OPT),  # about 1 s per step on 2 idle CPU cores
     "small-text": (replace(SMALL, text=True), SMALL_OPT),
+    "small-wide": (replace(SMALL, net="small-wide"), SMALL_OPT),  # experiment: pixel pathway 16 wide, 2 head blocks
     "small-cascade": (CASCADE, SMALL_OPT),
     "small-regression": (REGRESSION, SMALL_OPT),
     "small-head": (HEAD, HEAD_OPT),
