@@ -291,6 +291,33 @@ def test_latent_guidance_zero_is_the_unconditional_model():
     assert torch.equal(dec.decode(z1, steps=2, generator=g(), latent_guidance=1.0), dec.decode(z1, steps=2, generator=g()))
 
 
+def test_back_projection_converges_to_the_lq_estimate_and_keeps_consistent_images():
+    from pixdiff.decoder.pid import project
+
+    x, lq = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    err = [float((downsample(project(x, lq, 4, k), 4) - lq).norm()) for k in (0, 1, 3, 10)]
+    assert err[0] > err[1] > err[2] > err[3] and err[3] < 0.02 * err[0]  # a contraction towards down(x) = lq
+    assert torch.equal(project(x, downsample(x, 4), 4, 3), x)  # already consistent: nothing to correct
+
+
+def test_decode_with_back_projection():
+    dec = tiny_decoder()
+    z = torch.randn(1, 48, 2, 2)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = dec.decode(z, steps=2, generator=g())
+    assert torch.equal(dec.decode(z, steps=2, generator=g(), back_projection=0), plain)
+    with torch.no_grad():
+        est = dec.model.latent_branch(z)[1].clamp(-1, 1)  # (1, 3, 8, 8): the LQ estimate
+    gap = [float((downsample(dec.decode(z, steps=2, generator=g(), back_projection=k), 4) - est).abs().mean())
+           for k in (0, 2)]
+    assert gap[1] < 0.5 * gap[0]
+    with pytest.raises(InputError, match="back_projection must be >= 0"):
+        dec.decode(z, back_projection=-1)
+    dec.model.adapter.aux = None
+    with pytest.raises(InputError, match="no LQ estimate"):
+        dec.decode(z, back_projection=1)
+
+
 def test_init_from_released_weights_and_mismatched_architecture(pix_task, photos, tmp_path):
     import copy
 

@@ -95,7 +95,8 @@ def run_decode(args) -> int:
         g = torch.Generator().manual_seed(args.seed)
         y = dec.decode(z, sigma=args.sigma, steps=args.steps, sampler=args.sampler, generator=g,
                        progress=args.json != "-", prompt=args.prompt, guidance=args.guidance,
-                       temperature=args.temperature, latent_guidance=args.latent_guidance)
+                       temperature=args.temperature, latent_guidance=args.latent_guidance,
+                       back_projection=args.back_projection)
         for i, im in enumerate(y):
             dst = save_image(im, args.out / (f"{path.stem}.png" if len(y) == 1 else f"{path.stem}-{i}.png"))
             results.append({"input": str(path), "output": str(dst), "size": [im.shape[-1], im.shape[-2]]})

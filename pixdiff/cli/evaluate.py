@@ -28,6 +28,8 @@ def register(sub) -> None:
     d.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale for (c) and (d) (default 1)")
     d.add_argument("--latent-guidance", type=float, default=1.0,
                    help="guidance against the latent-dropped model for (c) and (d) (default 1: off; > 1: 2x calls)")
+    d.add_argument("--back-projection", type=int, default=0, metavar="N",
+                   help="(d): rounds of back-projection onto PiD's own LQ estimate after sampling (default 0: off)")
     d.add_argument("--sigmas", type=float, nargs="*", default=[0.1, 0.2, 0.4],
                    help="latent noise levels for (d) (default 0.1 0.2 0.4; `--sigmas` alone: none)")
     d.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")
@@ -97,7 +99,8 @@ def run_decode(args) -> int:
     args.steps = args.steps or DEFAULT_STEPS
     crops, names = eval_crops(args.data or default_photos("val"), args.size, args.per_image, seed=args.seed)
     methods = build_methods(source, pid, steps=args.steps, sampler=args.sampler, sigmas=args.sigmas,
-                            temperature=args.temperature, latent_guidance=args.latent_guidance, **extra)
+                            temperature=args.temperature, latent_guidance=args.latent_guidance,
+                            back_projection=args.back_projection, **extra)
     r = evaluate_decode(source, methods, crops, names, pid.cfg.scale, features, args.batch, args.seed,
                         progress=args.json != "-")
     outputs, lq = r.pop("outputs"), r.pop("lq")
@@ -110,7 +113,7 @@ def run_decode(args) -> int:
                 for k, v in cols.items()}
         r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
     r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
-             latent_guidance=args.latent_guidance, data=[str(d) for d in args.data or
+             latent_guidance=args.latent_guidance, back_projection=args.back_projection, data=[str(d) for d in args.data or
              default_photos("val")], **{role: dec.name for role, dec in extra.items()})
     emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
                   f"{args.sampler} steps\n\n" + markdown_table(r))

@@ -17,6 +17,9 @@ def add_decoding_options(p) -> None:
                    help="scale of the starting noise (default 1; lower invents less detail, higher fidelity)")
     p.add_argument("--latent-guidance", type=float, default=1.0,
                    help="guidance against the latent-dropped model (default 1: off; > 1 doubles the network calls)")
+    p.add_argument("--back-projection", type=int, default=0, metavar="N",
+                   help="rounds of back-projection onto the decoder's own LQ estimate after sampling (default 0: off): pulls the "
+                        "output's low frequencies (its LQ consistency) towards what the latent says, keeps the detail")
     p.add_argument("--sigma", type=float, default=0.0,
                    help="noise level of the latents (0 = clean; > 0 for half-denoised latents, early termination)")
     p.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")
@@ -72,7 +75,8 @@ def run(args) -> int:
         g = torch.Generator().manual_seed(args.seed)
         y = dec.decode(z, sigma=args.sigma, steps=args.steps, sampler=args.sampler, generator=g,
                        progress=args.json != "-", prompt=args.prompt, guidance=args.guidance,
-                       temperature=args.temperature, latent_guidance=args.latent_guidance)
+                       temperature=args.temperature, latent_guidance=args.latent_guidance,
+                       back_projection=args.back_projection)
         dst = save_image(y[0, :, : h * args.scale, : w * args.scale], args.out / f"{path.stem}.png")
         results.append({"input": str(path), "output": str(dst), "size": [w * args.scale, h * args.scale]})
     emit(args, {"decoder": dec.name, "images": results},

@@ -118,6 +118,17 @@ class PiD(nn.Module):
         return -self(x, torch.ones(b, device=latents.device), latents, sigma, branch=branch, text=text)
 
 
+def project(x: torch.Tensor, lq: torch.Tensor, scale: int, rounds: int) -> torch.Tensor:
+    """Iterative back-projection (Irani and Peleg, 1991): x (B, 3, H, W) <- x + up(lq - down(x)), `rounds` times, so
+    that x downsampled by `scale` approaches lq (B, 3, H/scale, W/scale). The correction is a bicubic upsampling of a
+    low-resolution residual: it moves the low frequencies towards lq and leaves the sampled detail as it is."""
+    from pixdiff.data.images import downsample
+
+    for _ in range(rounds):
+        x = x + F.interpolate(lq - downsample(x, scale), scale_factor=scale, mode="bicubic", align_corners=False)
+    return x
+
+
 class PiDDecoder:
     """Latents -> images. `decode(latents, sigma=0, steps=12)`; seeded through `generator`."""
 
@@ -170,16 +181,22 @@ class PiDDecoder:
     def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int | None = None,
                sampler: str = "euler", scale: int | None = None, generator: torch.Generator | None = None,
                progress: bool = False, prompt: str | list[str] | None = None, guidance: float = 1.0,
-               temperature: float = 1.0, latent_guidance: float = 1.0) -> torch.Tensor:
+               temperature: float = 1.0, latent_guidance: float = 1.0, back_projection: int = 0) -> torch.Tensor:
         """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1].
         steps: sampler steps (default DEFAULT_STEPS, 12); scale: checked against the checkpoint's (None: its own).
         prompt / guidance: for decoders trained with captions; guidance is text-only (the latent conditions both
         branches, as in PiD). temperature: scale of the starting noise; below 1 the sampler invents less detail
         (the usual trade of detail energy against fidelity). latent_guidance: classifier-free guidance against the
-        model with the latent dropped (trained with latent dropout); > 1 doubles the network calls per step."""
+        model with the latent dropped (trained with latent dropout); > 1 doubles the network calls per step.
+        back_projection: rounds of iterative back-projection of the output onto the adapter's LQ estimate (`project`);
+        0 (default) leaves the sample as it is."""
         steps = steps or DEFAULT_STEPS
         if not 0 < temperature <= 1.5:
             raise InputError(f"temperature must be in (0, 1.5], got {temperature}")
+        if back_projection < 0:
+            raise InputError(f"back_projection must be >= 0 rounds, got {back_projection}")
+        if back_projection and self.model.adapter.aux is None:
+            raise InputError(f"{self.name} has no LQ estimate to back-project onto (trained without aux_rgb)")
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
@@ -217,6 +234,8 @@ class PiDDecoder:
 
             x = get_sampler(sampler)(velocity, x, grid, generator=generator, callback=lambda *_: bar.update(1))
             bar.close()
+        if back_projection:
+            x = project(x, branch[1].float(), self.cfg.scale, back_projection)
         return x[..., : h * f, : w * f].clamp(-1, 1)
 
     def _pad(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

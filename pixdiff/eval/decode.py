@@ -39,9 +39,11 @@ class Method:
 
 
 def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAULT_STEPS, sampler: str = "euler",
-                  sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0, latent_guidance: float = 1.0) -> list[Method]:
+                  sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0, latent_guidance: float = 1.0,
+                  back_projection: int = 0) -> list[Method]:
     scale = pid.cfg.scale
     kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance}
+    pid_kw = {**kw, "back_projection": back_projection}  # PiD's own LQ estimate; (c) keeps its plain sampler
     nfe = steps * (2 if sampler == "heun" else 1) * (2 if latent_guidance != 1 else 1)  # network calls per image
 
     def bicubic(b, g):
@@ -59,11 +61,11 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAU
             lq = pid.model.latent_branch(b["z"])[1].float()
             return resize(lq, (lq.shape[-2] * scale, lq.shape[-1] * scale)).clamp(-1, 1)
         methods.append(Method("(d) PiD's LQ estimate + bicubic", 0, lq_estimate))
-    methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **kw)))
+    methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **pid_kw)))
     for s in sigmas:
         def noised(b, g, s=s):
             z = interpolate(b["z"], torch.randn(b["z"].shape, generator=g), s)
-            return pid.decode(z, sigma=s, generator=g, **kw)
+            return pid.decode(z, sigma=s, generator=g, **pid_kw)
         methods.append(Method(f"(d) PiD, sigma={s}", nfe, noised))
     return methods
 
