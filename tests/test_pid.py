@@ -235,7 +235,7 @@ def test_residual_model_starts_by_decoding_to_the_upsampled_estimate():
     z = torch.randn(2, 48, 2, 2)
     with torch.no_grad():
         cond = model.rgb_condition(model.latent_branch(z)[1], torch.zeros(2), None, (32, 32))
-    out = PiDDecoder(model, "r").decode(z, steps=1, generator=torch.Generator().manual_seed(0))
+    out = PiDDecoder(model, "r").decode(z, steps=1, generator=torch.Generator().manual_seed(0), back_projection=0)
     assert torch.allclose(out, cond.clamp(-1, 1), atol=1e-5)
     with pytest.raises(ValueError, match="residual adds"):
         PiD(PiDConfig(net=replace(PRESETS["tiny"], cond_channels=3), latent_source=PIX4, residual=True))
@@ -274,7 +274,7 @@ def test_temperature_scales_the_starting_noise():
     """An untrained velocity model (zero output layer) leaves the starting noise as it is: the output is that noise."""
     dec = PiDDecoder(PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, adapter_hidden=8, adapter_blocks=1)), "t")
     z = torch.randn(1, 48, 2, 2)
-    out = dec.decode(z, steps=2, generator=torch.Generator().manual_seed(0), temperature=0.5)
+    out = dec.decode(z, steps=2, generator=torch.Generator().manual_seed(0), temperature=0.5, back_projection=0)
     noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, (0.5 * noise).clamp(-1, 1))
     with pytest.raises(InputError, match="temperature must be"):
@@ -285,9 +285,9 @@ def test_latent_guidance_zero_is_the_unconditional_model():
     dec = tiny_decoder()
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     z1, z2 = torch.randn(1, 48, 2, 2), torch.randn(1, 48, 2, 2)
-    u1 = dec.decode(z1, steps=2, generator=g(), latent_guidance=0.0)
-    assert torch.allclose(u1, dec.decode(z2, steps=2, generator=g(), latent_guidance=0.0), atol=1e-6)
-    assert not torch.allclose(u1, dec.decode(z1, steps=2, generator=g()), atol=1e-3)
+    u1 = dec.decode(z1, steps=2, generator=g(), latent_guidance=0.0, back_projection=0)  # (projection reads z)
+    assert torch.allclose(u1, dec.decode(z2, steps=2, generator=g(), latent_guidance=0.0, back_projection=0), atol=1e-6)
+    assert not torch.allclose(u1, dec.decode(z1, steps=2, generator=g(), back_projection=0), atol=1e-3)
     assert torch.equal(dec.decode(z1, steps=2, generator=g(), latent_guidance=1.0), dec.decode(z1, steps=2, generator=g()))
 
 
@@ -304,8 +304,10 @@ def test_decode_with_back_projection():
     dec = tiny_decoder()
     z = torch.randn(1, 48, 2, 2)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    plain = dec.decode(z, steps=2, generator=g())
-    assert torch.equal(dec.decode(z, steps=2, generator=g(), back_projection=0), plain)
+    plain = dec.decode(z, steps=2, generator=g(), back_projection=0)
+    projected = dec.decode(z, steps=2, generator=g())  # the default: one round
+    assert torch.equal(projected, dec.decode(z, steps=2, generator=g(), back_projection=1))
+    assert not torch.equal(projected, plain)
     with torch.no_grad():
         est = dec.model.latent_branch(z)[1].clamp(-1, 1)  # (1, 3, 8, 8): the LQ estimate
     gap = [float((downsample(dec.decode(z, steps=2, generator=g(), back_projection=k), 4) - est).abs().mean())

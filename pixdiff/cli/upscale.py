@@ -17,9 +17,10 @@ def add_decoding_options(p) -> None:
                    help="scale of the starting noise (default 1; lower invents less detail, higher fidelity)")
     p.add_argument("--latent-guidance", type=float, default=1.0,
                    help="guidance against the latent-dropped model (default 1: off; > 1 doubles the network calls)")
-    p.add_argument("--back-projection", type=int, default=0, metavar="N",
-                   help="rounds of back-projection onto the decoder's own LQ estimate after sampling (default 0: off): pulls the "
-                        "output's low frequencies (its LQ consistency) towards what the latent says, keeps the detail")
+    p.add_argument("--back-projection", type=int, metavar="N",
+                   help="rounds of back-projection onto the decoder's own LQ estimate after sampling (default 1; "
+                        "0: off): pulls the output's low frequencies (its LQ consistency) towards what the latent "
+                        "says and keeps the sampled detail")
     p.add_argument("--sigma", type=float, default=0.0,
                    help="noise level of the latents (0 = clean; > 0 for half-denoised latents, early termination)")
     p.add_argument("--source-weights", type=Path, help="weights of the latent source, if it needs them (taef2)")

@@ -40,10 +40,10 @@ class Method:
 
 def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAULT_STEPS, sampler: str = "euler",
                   sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0, latent_guidance: float = 1.0,
-                  back_projection: int = 0) -> list[Method]:
+                  back_projection: int | None = None) -> list[Method]:
     scale = pid.cfg.scale
-    kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance}
-    pid_kw = {**kw, "back_projection": back_projection}  # PiD's own LQ estimate; (c) keeps its plain sampler
+    kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance,
+          "back_projection": back_projection}  # the same for every network: (b), (c) onto their decoded input
     nfe = steps * (2 if sampler == "heun" else 1) * (2 if latent_guidance != 1 else 1)  # network calls per image
 
     def bicubic(b, g):
@@ -52,7 +52,8 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAU
 
     methods = [Method("(a) decode + bicubic", 0, bicubic)]
     if regression is not None:
-        methods.append(Method("(b) decode + regression SR", 1, lambda b, g: regression.decode(b["decoded"])))
+        methods.append(Method("(b) decode + regression SR", 1, lambda b, g: regression.decode(
+            b["decoded"], back_projection=back_projection)))
     if cascade is not None:
         methods.append(Method("(c) decode + diffusion SR", nfe, lambda b, g: cascade.decode(
             b["decoded"], generator=g, **kw)))
@@ -61,11 +62,11 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAU
             lq = pid.model.latent_branch(b["z"])[1].float()
             return resize(lq, (lq.shape[-2] * scale, lq.shape[-1] * scale)).clamp(-1, 1)
         methods.append(Method("(d) PiD's LQ estimate + bicubic", 0, lq_estimate))
-    methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **pid_kw)))
+    methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **kw)))
     for s in sigmas:
         def noised(b, g, s=s):
             z = interpolate(b["z"], torch.randn(b["z"].shape, generator=g), s)
-            return pid.decode(z, sigma=s, generator=g, **pid_kw)
+            return pid.decode(z, sigma=s, generator=g, **kw)
         methods.append(Method(f"(d) PiD, sigma={s}", nfe, noised))
     return methods
 
