@@ -11,7 +11,8 @@
 #   STEP_SECONDS  seconds per training step, known from an earlier run: skips the 60-step calibration
 #   EVAL_PROMPTS  the eval's held-out prompts (default 200); 0 skips the eval (run it on a CPU afterwards)
 #   COPY_TO       a folder to copy weights and results into (as COPY_TO/<RUN_DIR name>/) as soon as they exist
-#                 (a lent machine keeps nothing)
+#                 (a lent machine keeps nothing; it returns at most 8 files, so for several runs pack them with
+#                 scripts/device_pack.sh instead)
 set -euo pipefail
 R=${1:?run folder}; TOTAL=${2:?total seconds}; N=${3:-2000}; B=${4:-64}; SRC=${5:-ldm-shapes}
 START=$(date +%s)
