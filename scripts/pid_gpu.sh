@@ -19,7 +19,7 @@ runs=("f8c16 $size vae-f8c16" "cascade $size-cascade vae-f8c16" "regression $siz
 [ -z "${RUNS:-}" ] || mapfile -t runs <<<"$RUNS"
 mkdir -p "$out"
 
-launch() {  # launch PREFIX STEPS [options...]: the four runs side by side; fails if one fails
+launch() {  # launch PREFIX STEPS [options...]: the runs side by side; fails if one fails
   local prefix=$1 steps=$2 pids=() ok=0; shift 2
   for r in "${runs[@]}"; do
     read -r name preset source more <<<"$r"
