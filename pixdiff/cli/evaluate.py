@@ -81,7 +81,7 @@ def frechet_features(taef2):
 def run_decode(args) -> int:
     from pixdiff.data.crops import eval_crops
     from pixdiff.decoder import load_decoder
-    from pixdiff.decoder.pid import DEFAULT_BACK_PROJECTION, DEFAULT_STEPS
+    from pixdiff.decoder.pid import DEFAULT_STEPS
     from pixdiff.errors import InputError
     from pixdiff.eval.decode import build_methods, evaluate_decode, markdown_table
     from pixdiff.latents import load_latent_source
@@ -98,9 +98,6 @@ def run_decode(args) -> int:
             extra[role] = dec
     features = frechet_features(args.taef2)
     args.steps = args.steps or DEFAULT_STEPS
-    bp = args.back_projection  # None: each decoder's default (1 round onto its LQ estimate, 0 without one)
-    if bp is None:
-        bp = DEFAULT_BACK_PROJECTION if pid.model.adapter.aux is not None else 0
     crops, names = eval_crops(args.data or default_photos("val"), args.size, args.per_image, seed=args.seed)
     methods = build_methods(source, pid, steps=args.steps, sampler=args.sampler, sigmas=args.sigmas,
                             temperature=args.temperature, latent_guidance=args.latent_guidance,
@@ -117,7 +114,7 @@ def run_decode(args) -> int:
                 for k, v in cols.items()}
         r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
     r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
-             latent_guidance=args.latent_guidance, back_projection=bp, data=[str(d) for d in args.data or
+             latent_guidance=args.latent_guidance, back_projection=pid.back_projection_rounds(args.back_projection), data=[str(d) for d in args.data or
              default_photos("val")], **{role: dec.name for role, dec in extra.items()})
     emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
                   f"{args.sampler} steps\n\n" + markdown_table(r))

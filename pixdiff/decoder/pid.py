@@ -165,6 +165,18 @@ class PiDDecoder:
                              f"{self.cfg.latent_std:.3g}: they look like another latent space (or an unnormalised "
                              "one); encode with the source this decoder was trained on")
 
+    def back_projection_rounds(self, rounds: int | None) -> int:
+        """The rounds of back-projection `decode` runs: `rounds`, or by default DEFAULT_BACK_PROJECTION when this
+        decoder has an LQ estimate (0 without one)."""
+        has_estimate = self.model.adapter.aux is not None
+        if rounds is None:
+            return DEFAULT_BACK_PROJECTION if has_estimate else 0
+        if rounds < 0:
+            raise InputError(f"back_projection must be >= 0 rounds, got {rounds}")
+        if rounds and not has_estimate:
+            raise InputError(f"{self.name} has no LQ estimate to back-project onto (trained without aux_rgb)")
+        return rounds
+
     def text_states(self, prompt, n: int, device=None) -> torch.Tensor | None:
         """Pooled caption embeddings (n, text_dim) for a prompt (or n prompts); None for models without text."""
         if not self.cfg.text_encoder:
@@ -193,14 +205,9 @@ class PiDDecoder:
         back_projection: rounds of iterative back-projection of the output onto the adapter's LQ estimate (`project`;
         default DEFAULT_BACK_PROJECTION when the decoder has one); 0 leaves the sample as it is."""
         steps = steps or DEFAULT_STEPS
-        if back_projection is None:
-            back_projection = DEFAULT_BACK_PROJECTION if self.model.adapter.aux is not None else 0
         if not 0 < temperature <= 1.5:
             raise InputError(f"temperature must be in (0, 1.5], got {temperature}")
-        if back_projection < 0:
-            raise InputError(f"back_projection must be >= 0 rounds, got {back_projection}")
-        if back_projection and self.model.adapter.aux is None:
-            raise InputError(f"{self.name} has no LQ estimate to back-project onto (trained without aux_rgb)")
+        back_projection = self.back_projection_rounds(back_projection)
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)
         self.check(latents, sigma, scale)
