@@ -73,6 +73,16 @@ def display_name(folder: str | Path) -> str:
     return folder.parent.name if folder.name == "weights" else folder.name
 
 
+def distinct_names(folders: list) -> list[str]:
+    """display_name of each folder, with as many parent folders as it takes to tell them apart (a table has one
+    column per model): runs/s2/student/weights and runs/s3/student/weights -> s2/student and s3/student."""
+    parts = [p.parent.parts if p.name == "weights" else p.parts for p in map(lambda f: Path(f).resolve(), folders)]
+    depth = 1
+    while len({p[-depth:] for p in parts}) < len(parts) and depth < max(map(len, parts)):
+        depth += 1
+    return ["/".join(p[-depth:]) for p in parts]
+
+
 def source_signature(source) -> dict:
     """What a model trained on `source`'s latents records about it."""
     return {"name": source.name, "channels": source.channels, "factor": source.factor}

@@ -39,3 +39,13 @@ def test_decoder_against_wrong_latent_source_names_both():
     with pytest.raises(InputError, match=r"trained on latents of 'pixels-f4' \(48 channels, 4x\) but the latent "
                                          r"source is 'pixels' \(192 channels, 8x\)"):
         check_latent_source(config, load_latent_source("pixels"), "decoder")
+
+
+def test_distinct_names_lengthen_only_as_far_as_needed(tmp_path):
+    from pixdiff.release import display_name, distinct_names
+
+    a, b = tmp_path / "s2" / "student" / "weights", tmp_path / "s3" / "student" / "weights"
+    assert display_name(a) == display_name(b) == "student"  # a table would show two columns "student"
+    assert distinct_names([a, b]) == ["s2/student", "s3/student"]
+    assert distinct_names([tmp_path / "x", tmp_path / "y" / "weights"]) == ["x", "y"]
+    assert distinct_names([a]) == ["student"]

@@ -124,10 +124,13 @@ def run_decode(args) -> int:
 def run_l2p(args) -> int:
     from pixdiff.eval.l2p import evaluate_l2p, markdown_table
     from pixdiff.ldm.generator import load_generator
+    from pixdiff.release import distinct_names
 
     device = compute_device(args.device)
     source = load_generator(args.source).to(device)
     students = [load_generator(s).to(device) for s in args.student]
+    for st, name in zip(students, distinct_names([st.folder for st in students])):
+        st.name = name  # runs/s2/student/weights and runs/s3/student/weights: columns s2/student and s3/student
     features = frechet_features(args.taef2)
     r = evaluate_l2p(source, students, args.prompts, args.per_prompt, args.seed, args.steps, args.cfg, features,
                      progress=args.json != "-", cache=args.cache)

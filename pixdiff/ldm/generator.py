@@ -53,10 +53,10 @@ def stored_transformer_config(config) -> dict:
 
 
 class Generator:
-    def __init__(self, velocity, cfg: GeneratorConfig, name: str = "ldm"):
+    def __init__(self, velocity, cfg: GeneratorConfig, name: str = "ldm", folder: Path | None = None):
         from pixdiff.ldm.text import TextEncoder
 
-        self.velocity, self.cfg, self.name = velocity.eval(), cfg, name
+        self.velocity, self.cfg, self.name, self.folder = velocity.eval(), cfg, name, folder
         self.text = TextEncoder(cfg.max_tokens)
         self._source = None
 
@@ -158,4 +158,4 @@ def load_generator(name_or_path: str | Path) -> Generator:
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except (TypeError, KeyError, RuntimeError, ValueError) as e:
         raise InputError(f"{folder}: the weights do not match their config.json ({str(e).splitlines()[0]})") from None
-    return Generator(net, cfg, name=display_name(folder))
+    return Generator(net, cfg, name=display_name(folder), folder=folder)
