@@ -157,6 +157,10 @@ def test_eval_cache_returns_the_same_samples_and_resamples_a_changed_model(chain
     monkeypatch.setattr(ev, "sample_all", no_sampling)
     again = ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False, cache=tmp_path)
     assert torch.equal(again["samples"]["ldm"], first["samples"]["ldm"]) and again["source"] == first["source"]
+    gen.name = "runs/s2/ldm"  # shown under another name (eval l2p's distinct columns): the same model still hits
+    assert torch.equal(ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False,
+                                       cache=tmp_path)["samples"]["runs/s2/ldm"], first["samples"]["ldm"])
+    gen.name = "ldm"
     with torch.no_grad():
         next(gen.velocity.parameters()).add_(1e-3)  # another model under the same name
     with pytest.raises(AssertionError, match="sampled again"):

@@ -59,9 +59,11 @@ def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, st
     if cache is None:
         return sample_all(generator, prompts, per_prompt, seed, steps, cfg, progress=progress)
     key = json.dumps([fingerprint(generator), prompts, per_prompt, seed, steps, cfg], sort_keys=True)
-    path = Path(cache) / f"{generator.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
-    if path.exists():
-        return torch.load(path)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    hits = sorted(Path(cache).glob(f"*-{digest}.pt"))  # the name is a label only: a model shown renamed still hits
+    if hits:
+        return torch.load(hits[0])
+    path = Path(cache) / f"{generator.name.replace('/', '_')}-{digest}.pt"
     images = sample_all(generator, prompts, per_prompt, seed, steps, cfg, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(images, path.with_suffix(".tmp"))
