@@ -6,8 +6,10 @@
 #
 #   scripts/l2p_shift_sweep.sh OUT SECONDS "SHIFTS" [PROMPTS=2000] [BATCH=64] [SOURCE=ldm-shapes]
 #
-# STEP_SECONDS (default 0.2) is the assumed seconds per step of one student with the others beside it; --max-minutes
-# is the safety net (the weights reached are exported at the limit). $PIXDIFF is the command (default pixdiff).
+# STEPS fixes the step count (a fresh student wants about 2,000 steps whatever the batch); otherwise it is sized
+# from STEP_SECONDS (default 0.2: one student of four side by side on an H200) after about 180 s of start-up (four
+# processes loading 4,000 images). --max-minutes is the safety net (the weights reached are exported at the limit).
+# $PIXDIFF is the command (default pixdiff).
 set -euo pipefail
 out=${1:?usage: l2p_shift_sweep.sh OUT SECONDS "SHIFTS" [PROMPTS] [BATCH] [SOURCE]}
 budget=${2:?seconds}; read -r -a shifts <<<"${3:?shifts, e.g. \"1.5 2 2.5 3\"}"
@@ -22,7 +24,7 @@ for s in "${shifts[@]}"; do
   $px transfer --source "$src" --prediction x --shift "$s" --out "$out/s$s/student0" > "$out/s$s.transfer.log"
 done
 left=$(( budget - ($(date +%s) - start) ))
-steps=$(python3 -c "print(max(100, int(0.85 * ($left - 40) / ${STEP_SECONDS:-0.2}) // 100 * 100))")
+steps=${STEPS:-$(python3 -c "print(max(100, int(0.85 * ($left - 180) / ${STEP_SECONDS:-0.2}) // 100 * 100))")}
 stamp "train ${#shifts[@]} students x $steps steps of batch $batch side by side ($left s left)"
 pids=()
 for s in "${shifts[@]}"; do
