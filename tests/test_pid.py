@@ -364,3 +364,58 @@ def test_shipped_baselines_are_the_cascade_and_the_regression_on_decoded_f8c16()
     assert cascade.source["name"] == regression.source["name"] == "vae-f8c16-decoded"
     assert (cascade.model.cfg.objective, regression.model.cfg.objective) == ("flow", "l1")
     assert cascade.model.cfg.scale == regression.model.cfg.scale == 4
+
+
+def test_taef2_head_starts_as_taef2s_decoder_and_swaps_in_under_init(taef2_dir, photos, tmp_path):
+    import copy
+
+    from pixdiff.nn.lq_decoder import TAEF2Head, init_from_taef2
+
+    taef2 = load_latent_source("taef2", taef2_dir)
+    head = TAEF2Head(32, 8)
+    init_from_taef2(head, taef2)
+    z = taef2.encode(torch.rand(2, 3, 32, 48) * 2 - 1)  # (2, 32, 4, 6)
+    with torch.no_grad():
+        assert torch.allclose(head(z).clamp(-1, 1), taef2.decode(z), atol=1e-5)  # the same decoder, trainable
+    with pytest.raises(ValueError, match="needs TAEF2's latents"):
+        TAEF2Head(16, 8)
+    with pytest.raises(ValueError, match="needs the taef2 source"):
+        init_from_taef2(head, load_latent_source("vae-f8c16"))
+    # --lq-head taef2 --init <weights with the decoder head>: all but the head from the release, the head from TAEF2
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    old = PiDTask(cfg, taef2, [photos / "val"])
+    old.export(copy.deepcopy(old.model), tmp_path / "w")
+    task = PiDTask(replace(cfg, rgb_head="taef2", rgb_init="taef2"), taef2, [photos / "val"], init=tmp_path / "w")
+    released = load_decoder(tmp_path / "w").model.state_dict()
+    mine = task.model.state_dict()
+    assert {k for k in released if not k.startswith("adapter.aux.")} == {k for k in mine if not k.startswith("adapter.aux.")}
+    for k, v in mine.items():
+        if k.startswith("adapter.aux.decoder."):
+            assert torch.equal(v, taef2.decoder.state_dict()[k.removeprefix("adapter.aux.decoder.")]), k
+        else:
+            assert torch.equal(v, released[k]), k
+    with pytest.raises(InputError, match="architecture differs from this preset's in .*latent_source"):
+        PiDTask(replace(cfg, rgb_head="taef2", rgb_init="taef2"), taef2, [photos / "val"],
+                init=_other_source_release(tmp_path, photos))
+
+
+def _other_source_release(tmp_path, photos):
+    import copy
+
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    task = PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"])
+    task.export(copy.deepcopy(task.model), tmp_path / "pix")
+    return tmp_path / "pix"
+
+
+def test_lq_head_option_errors(tmp_path, capsys):
+    from pixdiff.cli.main import main
+
+    base = ["train", "pid", "--out", str(tmp_path / "o"), "--dry-run", "--lq-head", "taef2"]
+    assert main([*base, "--preset", "tiny"]) == 2
+    assert "--lq-head taef2 copies TAEF2's decoder: it needs --source taef2, not vae-f8c16" in capsys.readouterr().err
+    assert main([*base, "--preset", "tiny-cascade", "--source", "taef2"]) == 2
+    assert "--lq-head is for pid presets with a learned LQ head" in capsys.readouterr().err
+    assert main([*base, "--preset", "tiny", "--source", "taef2", "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["model_config"]
+    assert (cfg["rgb_head"], cfg["rgb_init"]) == ("taef2", "taef2") and not (tmp_path / "o").exists()

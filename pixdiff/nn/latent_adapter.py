@@ -9,6 +9,7 @@ zero-initialised (the adapter starts as a no-op); the gates are not, to avoid a 
 With `aux_rgb` (PiD v1.5), a small head also predicts the low-resolution RGB image: a training loss that makes the
 latent branch carry the latent's colours from the start (v1.5 added it against colour drift). `rgb_head="linear"` is
 v1.5's per-token head on the trunk; `"decoder"` a VAE-decoder-shaped net on the latents themselves (nn/lq_decoder.py);
+`"taef2"` a trainable copy of TAEF2's own decoder (for TAEF2 latents);
 `"identity"` passes through a "latent" that already is the LQ image (the cascades, conditioned on a decoded image).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.nn.lq_decoder import LQDecoder
+from pixdiff.nn.lq_decoder import LQDecoder, TAEF2Head
 
 
 def align_ratio(latent_factor: int, scale: int, patch: int) -> Fraction:
@@ -55,8 +56,8 @@ class LatentAdapter(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, dim) for _ in range(n_inject))
         self.gates = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(n_inject))
         self.log_slope = nn.Parameter(torch.full((n_inject,), math.log(5.0)))  # a
-        if rgb_head not in ("linear", "decoder", "identity"):
-            raise ValueError(f"rgb_head must be 'linear', 'decoder' or 'identity', got {rgb_head!r}")
+        if rgb_head not in ("linear", "decoder", "taef2", "identity"):
+            raise ValueError(f"rgb_head must be 'linear', 'decoder', 'taef2' or 'identity', got {rgb_head!r}")
         if aux_rgb and rgb_head == "identity" and (latent_channels, latent_factor) != (3, 1):
             raise ValueError("rgb_head='identity' needs a decoded image (3 channels, factor 1) as its input")
         self.aux_pixels = patch // scale if aux_rgb else 0  # low-resolution pixels per token side
@@ -68,6 +69,8 @@ class LatentAdapter(nn.Module):
                                      nn.Linear(hidden, 3 * self.aux_pixels**2))
         elif aux_rgb and rgb_head == "identity":
             self.aux = nn.Identity()
+        elif aux_rgb and rgb_head == "taef2":
+            self.aux = TAEF2Head(latent_channels, latent_factor)
         elif aux_rgb:
             self.aux = LQDecoder(latent_channels, latent_factor)
         for head in self.heads:

@@ -16,6 +16,8 @@ import torch
 from diffusers.models.autoencoders.vae import Decoder
 from torch import nn
 
+from pixdiff.latents.taef2 import TAEF2, taef2_decoder
+
 # pixdiff's small VAE decoder (latents/vae.py, preset "small")
 CHANNELS = (32, 64, 128, 128)
 GROUPS = 16
@@ -60,3 +62,29 @@ def init_from_vae(head: LQDecoder, source) -> list[str]:
         head.latent_in.bias.copy_(pq.bias.float() + w.sum(1) * mean)
         copied += ["latent_in.weight (post_quant_conv, normalisation folded)", "latent_in.bias"]
     return copied
+
+
+class TAEF2Head(nn.Module):
+    """`rgb_head="taef2"`: a trainable copy of TAEF2's own decoder as the LQ estimate (`init_from_taef2` loads the
+    source's weights). The "decoder" head has to learn TAEF2's latent space from scratch (only vae-f8c16's layers
+    after the input carry over) and stayed 3 dB of LQ PSNR behind TAEF2's decoder after eight training stages; this
+    one starts at the decoder itself, so training only has to make it robust to noisy latents."""
+
+    def __init__(self, latent_channels: int, factor: int):
+        super().__init__()
+        if (latent_channels, factor) != (TAEF2.channels, TAEF2.factor):
+            raise ValueError(f"rgb_head='taef2' needs TAEF2's latents ({TAEF2.channels} channels at 1/{TAEF2.factor}), "
+                             f"got {latent_channels} channels at 1/{factor}")
+        self.decoder = taef2_decoder()
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 32, h, w) TAEF2 latents -> (B, 3, 8h, 8w) RGB estimate in about [-1, 1] (TAEF2 decodes to [0, 1])."""
+        return self.decoder(latents).mul(2).sub(1)
+
+
+@torch.no_grad()
+def init_from_taef2(head: TAEF2Head, source) -> None:
+    """Copy the TAEF2 source's decoder weights into `head`."""
+    if getattr(source, "name", None) != "taef2":
+        raise ValueError(f"rgb_init='taef2' needs the taef2 source, not {getattr(source, 'name', source)!r}")
+    head.decoder.load_state_dict(source.decoder.state_dict())

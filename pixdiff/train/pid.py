@@ -11,6 +11,7 @@ cascade), and `objective="l1"` trains a one-step regressor with the same network
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -37,8 +38,9 @@ class PiDTrainConfig:
     objective: str = "flow"  # "flow" or "l1" (one-step regression)
     prediction: str = "v"  # network output: "v" or "x0" (JiT-style x-prediction, still the velocity loss)
     residual: bool = False  # x0 = upsampled RGB estimate + network output (PiDConfig.residual)
-    rgb_head: str = "linear"  # the adapter's LQ estimate: "linear" (v1.5), "decoder", "identity" (decoded input)
-    rgb_init: str | None = None  # a latent source whose VAE decoder initialises the "decoder" head (vae-f8c16)
+    rgb_head: str = "linear"  # the adapter's LQ estimate: "linear" (v1.5), "decoder", "taef2" (TAEF2's decoder),
+    # "identity" (decoded input)
+    rgb_init: str | None = None  # the source whose decoder initialises the head: vae-f8c16 ("decoder"), taef2
     scale: int = 4
     crop: int = 256
     max_zoom: float = 4.0
@@ -151,10 +153,17 @@ def init_from_release(model: PiD, name_or_path) -> None:
 
     other = load_decoder(name_or_path).model
     mine, theirs = asdict(replace(model.cfg, latent_std=1.0)), asdict(replace(other.cfg, latent_std=1.0))
-    if mine != theirs:
-        diff = sorted(k for k in mine if mine[k] != theirs[k])
+    diff = sorted(k for k in mine if mine[k] != theirs[k])
+    if diff == ["rgb_head"]:  # a new LQ head (--lq-head): everything else from the release, the head as initialised
+        state = {k: v for k, v in other.state_dict().items() if not k.startswith("adapter.aux.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("adapter.aux.") for k in missing)
+        print(f"--init {name_or_path}: all but its LQ head ({theirs['rgb_head']}); the {mine['rgb_head']} head starts "
+              "as initialised", file=sys.stderr)
+    elif diff:
         raise InputError(f"--init {name_or_path}: its architecture differs from this preset's in {', '.join(diff)}")
-    model.load_state_dict(other.state_dict())
+    else:
+        model.load_state_dict(other.state_dict())
 
 
 class PiDTask:
@@ -167,9 +176,12 @@ class PiDTask:
             self.text = TextEncoder()
         if cfg.head_only and (cfg.rgb_head == "identity" or cfg.condition != "latent"):
             raise InputError("head_only trains the adapter's LQ estimate from latents: it needs a learned rgb_head "
-                             "(linear or decoder) and condition 'latent'")
+                             "(linear, decoder or taef2) and condition 'latent'")
         self.model = PiD(model_config(cfg, source_signature(self.source)))
-        if cfg.rgb_init:  # (a resumed run then loads its own weights over these)
+        if cfg.rgb_init == "taef2":  # (a resumed run then loads its own weights over these)
+            from pixdiff.nn.lq_decoder import init_from_taef2
+            init_from_taef2(self.model.adapter.aux, self.source)
+        elif cfg.rgb_init:
             from pixdiff.latents import load_latent_source
             from pixdiff.nn.lq_decoder import init_from_vae
             init_from_vae(self.model.adapter.aux, load_latent_source(cfg.rgb_init))
