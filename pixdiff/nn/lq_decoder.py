@@ -4,7 +4,8 @@ PiD v1.5's aux head is one linear map per token. At our scale that head stays 4-
 in LQ PSNR, and everything PiD draws inherits its colours. This head has the shape of pixdiff's small VAE decoder
 (a diffusers `Decoder`: conv in, attention mid block, one up block per factor of 2) and can start from that decoder's
 weights (`init_from_vae`), so the latent -> LQ mapping is right from the first step and training only has to make
-it robust to noisy latents. For a source with another channel count (taef2: 32) only the input layers are new.
+it robust to noisy latents. For a source with another channel count (taef2: 32) only the input layers are new
+(TAEF2Head below is the better start for taef2).
 
     latents (B, C, h, w) -> latent_in (1x1: undoes the source's normalisation) -> Decoder -> (B, 3, h f, w f)
 """

@@ -59,7 +59,7 @@ class PiDTrainConfig:
 
 
 # The teacher: x0 output residual around the decoder head's LQ estimate, that head starting as vae-f8c16's decoder
-# (for taef2 all but its input layers). The baselines: the same network on the source's decoded image, residual
+# (for taef2 all but its input layers; `--lq-head taef2` gives taef2 a copy of its own decoder instead). The baselines: the same network on the source's decoded image, residual
 # around its bicubic upsampling. v1 / x0: the first designs (docs/benchmarks.md), a linear aux head, no residual.
 SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_init="vae-f8c16")
 CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
