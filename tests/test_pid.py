@@ -419,3 +419,36 @@ def test_lq_head_option_errors(tmp_path, capsys):
     assert main([*base, "--preset", "tiny", "--source", "taef2", "--json"]) == 0
     cfg = json.loads(capsys.readouterr().out)["model_config"]
     assert (cfg["rgb_head"], cfg["rgb_init"]) == ("taef2", "taef2") and not (tmp_path / "o").exists()
+
+
+def test_sigma_aware_taef2_head_keeps_taef2s_decoder_for_clean_latents(taef2_dir, photos, tmp_path):
+    import copy
+
+    from pixdiff.nn.lq_decoder import TAEF2Head, init_from_taef2
+
+    taef2 = load_latent_source("taef2", taef2_dir)
+    head = TAEF2Head(32, 8, sigma_aware=True)
+    init_from_taef2(head, taef2)
+    with torch.no_grad():
+        next(head.decoder.parameters()).add_(0.05)  # the copy for noisy latents, as if fine-tuned
+    z = taef2.encode(torch.rand(2, 3, 32, 32) * 2 - 1)
+    with torch.no_grad():
+        out = head(z, torch.tensor([0.0, 0.2]))
+        assert torch.allclose(out[0].clamp(-1, 1), taef2.decode(z[:1])[0], atol=1e-5)  # clean: TAEF2's decoder
+        assert torch.allclose(out[1], head.decoder(z[1:])[0] * 2 - 1) and not torch.allclose(out[0], out[1])
+        assert torch.equal(head(z), head(z, torch.zeros(2)))  # no sigma: clean latents
+    assert not any(p.requires_grad for p in head.clean.parameters())
+    # taef2 -> taef2-sigma under --init: the fine-tuned decoder carries over, the clean copy is TAEF2's
+    cfg, _ = TRAIN_PRESETS["tiny"]
+    tuned = PiDTask(replace(cfg, rgb_head="taef2", rgb_init="taef2"), taef2, [photos / "val"])
+    with torch.no_grad():
+        next(tuned.model.adapter.aux.decoder.parameters()).add_(0.05)
+    tuned.export(copy.deepcopy(tuned.model), tmp_path / "t")
+    task = PiDTask(replace(cfg, rgb_head="taef2-sigma", rgb_init="taef2"), taef2, [photos / "val"],
+                   init=tmp_path / "t")
+    released = load_decoder(tmp_path / "t").model.state_dict()
+    for k, v in task.model.state_dict().items():
+        if k.startswith("adapter.aux.clean."):
+            assert torch.equal(v, taef2.decoder.state_dict()[k.removeprefix("adapter.aux.clean.")]), k
+        else:
+            assert torch.equal(v, released[k]), k

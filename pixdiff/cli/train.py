@@ -35,11 +35,13 @@ def register(sub) -> None:
     p.add_argument("--augment", action="store_true",
                    help="pid: random 90-degree rotations, flips, colour-channel permutations and saturation of the "
                         "training crops (the photos are few; a decoder head overfits them)")
-    p.add_argument("--lq-head", choices=["decoder", "taef2"],
+    p.add_argument("--lq-head", choices=["decoder", "taef2", "taef2-sigma"],
                    help="pid: the adapter's LQ estimate, for presets with a learned one (small, small-head): decoder "
                         "(default: the shape of pixdiff's small VAE decoder, from vae-f8c16's weights) or taef2 (a "
-                        "trainable copy of TAEF2's own decoder, from the source's weights; --source taef2). With "
-                        "--init from weights with the other head, everything but the head is loaded")
+                        "trainable copy of TAEF2's own decoder, from the source's weights; --source taef2) or "
+                        "taef2-sigma (that copy for noisy latents, a frozen TAEF2 decoder for clean ones). With "
+                        "--init from weights with another head, everything but the head is loaded (and the head's "
+                        "tensors whose names and shapes match)")
     p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -126,9 +128,10 @@ def run(args) -> int:
         if args.model != "pid" or model_cfg.rgb_head != "decoder":
             raise InputError(f"--lq-head is for pid presets with a learned LQ head (small, small-head), not "
                              f"{args.model} --preset {args.preset}")
-        if args.lq_head == "taef2" and args.source != "taef2":
-            raise InputError(f"--lq-head taef2 copies TAEF2's decoder: it needs --source taef2, not {args.source}")
-        init = "taef2" if args.lq_head == "taef2" else model_cfg.rgb_init
+        if args.lq_head.startswith("taef2") and args.source != "taef2":
+            raise InputError(f"--lq-head {args.lq_head} copies TAEF2's decoder: it needs --source taef2, not "
+                             f"{args.source}")
+        init = "taef2" if args.lq_head.startswith("taef2") else model_cfg.rgb_init
         model_cfg = replace(model_cfg, rgb_head=args.lq_head, rgb_init=init)
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")

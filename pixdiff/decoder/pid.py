@@ -38,7 +38,8 @@ class PiDConfig:
     adapter_blocks: int = 2
     aux_rgb: bool = True  # v1.5's low-resolution RGB head (a training loss)
     rgb_head: str = "linear"  # "linear": v1.5's per-token head; "decoder": a VAE-decoder-shaped net; "taef2": TAEF2's
-    # own decoder, trainable (both nn/lq_decoder); "identity": the input is the decoded LQ image (cascades)
+    # own decoder, trainable; "taef2-sigma": that for noisy latents, TAEF2's decoder as it is for clean ones (all in
+    # nn/lq_decoder); "identity": the input is the decoded LQ image (cascades)
     objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
     prediction: str = "v"  # what the network outputs: "v" (velocity) or "x0" (the clean image, JiT); the model
     # always returns a velocity, v = (x_t - x0) / t with t >= flow.time.T_MIN in the division
@@ -74,11 +75,13 @@ class PiD(nn.Module):
                                      n_inject=len(self.net.injection_points) + 1, hidden=cfg.adapter_hidden,
                                      n_blocks=cfg.adapter_blocks, aux_rgb=cfg.aux_rgb, rgb_head=cfg.rgb_head)
 
-    def latent_branch(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def latent_branch(self, latents: torch.Tensor, sigma: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What the latent path computes independently of t (once per decode): the trunk map (B, hidden, gh, gw) and
-        the low-resolution RGB estimate (B, 3, h f, w f), or None without an aux head."""
+        the low-resolution RGB estimate (B, 3, h f, w f), or None without an aux head. sigma (B,): the latents'
+        noise level, for a sigma-aware head ("taef2-sigma"; None: clean latents)."""
         trunk = self.adapter.trunk_map(latents)
-        return trunk, self.adapter.aux_rgb(latents, trunk) if self.adapter.aux is not None else None
+        return trunk, self.adapter.aux_rgb(latents, trunk, sigma) if self.adapter.aux is not None else None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, sigma: torch.Tensor,
                 keep: torch.Tensor | None = None, branch: tuple | None = None,
@@ -87,7 +90,7 @@ class PiD(nn.Module):
         H = h * factor * scale. keep (B,) bool: False drops the latent (latent dropout; unconditional).
         branch: latent_branch(latents), when already computed. text: (B, text_dim) pooled caption embedding, for
         models trained with captions. Returns the velocity (B, 3, H, W)."""
-        trunk, lq = self.latent_branch(latents) if branch is None else branch
+        trunk, lq = self.latent_branch(latents, sigma) if branch is None else branch
         feats = self.adapter.features(trunk=trunk)  # each (B, N, D)
         if keep is not None:
             feats = [f * keep.view(-1, 1, 1).to(f.dtype) for f in feats]
@@ -216,7 +219,7 @@ class PiDDecoder:
         sigma = sigma.to(dev)
         z, (h, w) = self._pad(latents.float().to(dev))
         f = self.source["factor"] * self.cfg.scale
-        branch = self.model.latent_branch(z)  # it does not depend on t: run it once
+        branch = self.model.latent_branch(z, sigma)  # it does not depend on t: run it once
         text = self.text_states(prompt, b, dev)
         if latent_guidance != 1 and guidance != 1 and text is not None:
             raise InputError("use text guidance or latent guidance, not both at once")

@@ -71,21 +71,36 @@ class TAEF2Head(nn.Module):
     after the input carry over) and stayed 3 dB of LQ PSNR behind TAEF2's decoder after eight training stages; this
     one starts at the decoder itself, so training only has to make it robust to noisy latents."""
 
-    def __init__(self, latent_channels: int, factor: int):
+    def __init__(self, latent_channels: int, factor: int, sigma_aware: bool = False):
         super().__init__()
         if (latent_channels, factor) != (TAEF2.channels, TAEF2.factor):
             raise ValueError(f"rgb_head='taef2' needs TAEF2's latents ({TAEF2.channels} channels at 1/{TAEF2.factor}), "
                              f"got {latent_channels} channels at 1/{factor}")
         self.decoder = taef2_decoder()
+        # "taef2-sigma": fine-tuning for noisy latents costs the clean estimate 0.4 dB and detail (docs/benchmarks.md),
+        # so clean latents (sigma = 0) keep a frozen copy of TAEF2's decoder as it is
+        self.clean = taef2_decoder().requires_grad_(False) if sigma_aware else None
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, 32, h, w) TAEF2 latents -> (B, 3, 8h, 8w) RGB estimate in about [-1, 1] (TAEF2 decodes to [0, 1])."""
-        return self.decoder(latents).mul(2).sub(1)
+    def forward(self, latents: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 32, h, w) TAEF2 latents at noise level sigma (B,) (None: clean) -> (B, 3, 8h, 8w) RGB estimate in
+        about [-1, 1] (TAEF2 decodes to [0, 1])."""
+        if self.clean is None:
+            return self.decoder(latents).mul(2).sub(1)
+        b, _, h, w = latents.shape
+        clean = torch.ones(b, dtype=torch.bool, device=latents.device) if sigma is None else sigma == 0  # (B,)
+        out = latents.new_empty(b, 3, h * TAEF2.factor, w * TAEF2.factor)
+        if clean.any():
+            out[clean] = self.clean(latents[clean]).to(out.dtype)
+        if not clean.all():
+            out[~clean] = self.decoder(latents[~clean]).to(out.dtype)
+        return out.mul(2).sub(1)
 
 
 @torch.no_grad()
 def init_from_taef2(head: TAEF2Head, source) -> None:
-    """Copy the TAEF2 source's decoder weights into `head`."""
+    """Copy the TAEF2 source's decoder weights into `head` (both copies of a sigma-aware head)."""
     if getattr(source, "name", None) != "taef2":
         raise ValueError(f"rgb_init='taef2' needs the taef2 source, not {getattr(source, 'name', source)!r}")
-    head.decoder.load_state_dict(source.decoder.state_dict())
+    for d in (head.decoder, head.clean):
+        if d is not None:
+            d.load_state_dict(source.decoder.state_dict())

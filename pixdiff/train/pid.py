@@ -154,12 +154,16 @@ def init_from_release(model: PiD, name_or_path) -> None:
     other = load_decoder(name_or_path).model
     mine, theirs = asdict(replace(model.cfg, latent_std=1.0)), asdict(replace(other.cfg, latent_std=1.0))
     diff = sorted(k for k in mine if mine[k] != theirs[k])
-    if diff == ["rgb_head"]:  # a new LQ head (--lq-head): everything else from the release, the head as initialised
-        state = {k: v for k, v in other.state_dict().items() if not k.startswith("adapter.aux.")}
+    if diff == ["rgb_head"]:  # a new LQ head (--lq-head): everything else from the release, of the head the tensors
+        # whose name and shape match (taef2 -> taef2-sigma keeps the fine-tuned decoder), the rest as initialised
+        mine_sd = model.state_dict()
+        state = {k: v for k, v in other.state_dict().items()
+                 if not k.startswith("adapter.aux.") or k in mine_sd and mine_sd[k].shape == v.shape}
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected and all(k.startswith("adapter.aux.") for k in missing)
-        print(f"--init {name_or_path}: all but its LQ head ({theirs['rgb_head']}); the {mine['rgb_head']} head starts "
-              "as initialised", file=sys.stderr)
+        kept = sum(k.startswith("adapter.aux.") for k in state)
+        print(f"--init {name_or_path}: all but its LQ head ({theirs['rgb_head']}; {kept} of its tensors match the "
+              f"{mine['rgb_head']} head's), the rest of the new head as initialised", file=sys.stderr)
     elif diff:
         raise InputError(f"--init {name_or_path}: its architecture differs from this preset's in {', '.join(diff)}")
     else:
@@ -218,9 +222,9 @@ class PiDTask:
     def loss(self, model: PiD, b: dict, g: torch.Generator):
         hq, z, sigma, keep = b["hq"], b["z"], b["sigma"], b["keep"]
         if self.cfg.head_only:  # the LQ estimate alone; parameters without a gradient are left as they are
-            aux = aux_rgb_loss(model.latent_branch(z)[1], b["lq"], 1 - sigma, luma=self.cfg.aux_luma)
+            aux = aux_rgb_loss(model.latent_branch(z, sigma)[1], b["lq"], 1 - sigma, luma=self.cfg.aux_luma)
             return aux, {"aux_rgb": aux.detach()}
-        branch = model.latent_branch(z)  # (trunk map, LQ estimate)
+        branch = model.latent_branch(z, sigma)  # (trunk map, LQ estimate)
         if self.cfg.objective == "l1":
             main = (model.regress(z, sigma, branch=branch, text=b["text"]).float() - hq).abs().mean()
         else:
