@@ -67,16 +67,21 @@ def load_release(folder: str | Path, kind: str | None = None, allow_pickle: bool
     return config, state
 
 
+def _named_parts(folder: str | Path) -> tuple[str, ...]:
+    """A release folder's path parts, ending at the run's folder for a run's `weights/` folder."""
+    folder = Path(folder).resolve()
+    return folder.parent.parts if folder.name == "weights" else folder.parts
+
+
 def display_name(folder: str | Path) -> str:
     """What tables and logs call a release folder: its name, or the run's name for a run's `weights/` folder."""
-    folder = Path(folder).resolve()
-    return folder.parent.name if folder.name == "weights" else folder.name
+    return _named_parts(folder)[-1]
 
 
 def distinct_names(folders: list) -> list[str]:
     """display_name of each folder, with as many parent folders as it takes to tell them apart (a table has one
     column per model): runs/s2/student/weights and runs/s3/student/weights -> s2/student and s3/student."""
-    parts = [p.parent.parts if p.name == "weights" else p.parts for p in map(lambda f: Path(f).resolve(), folders)]
+    parts = [_named_parts(f) for f in folders]
     depth = 1
     while len({p[-depth:] for p in parts}) < len(parts) and depth < max(map(len, parts)):
         depth += 1

@@ -114,8 +114,8 @@ def run_decode(args) -> int:
                 for k, v in cols.items()}
         r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
     r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
-             latent_guidance=args.latent_guidance, back_projection=pid.back_projection_rounds(args.back_projection), data=[str(d) for d in args.data or
-             default_photos("val")], **{role: dec.name for role, dec in extra.items()})
+             latent_guidance=args.latent_guidance, back_projection=pid.back_projection_rounds(args.back_projection),
+             data=[str(d) for d in args.data or default_photos("val")], **{role: dec.name for role, dec in extra.items()})
     emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
                   f"{args.sampler} steps\n\n" + markdown_table(r))
     return 0

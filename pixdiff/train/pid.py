@@ -39,7 +39,7 @@ class PiDTrainConfig:
     prediction: str = "v"  # network output: "v" or "x0" (JiT-style x-prediction, still the velocity loss)
     residual: bool = False  # x0 = upsampled RGB estimate + network output (PiDConfig.residual)
     rgb_head: str = "linear"  # the adapter's LQ estimate: "linear" (v1.5), "decoder", "taef2" (TAEF2's decoder),
-    # "identity" (decoded input)
+    # "taef2-sigma" (that, sigma-aware), "identity" (decoded input)
     rgb_init: str | None = None  # the source whose decoder initialises the head: vae-f8c16 ("decoder"), taef2
     scale: int = 4
     crop: int = 256
@@ -59,8 +59,8 @@ class PiDTrainConfig:
 
 
 # The teacher: x0 output residual around the decoder head's LQ estimate, that head starting as vae-f8c16's decoder
-# (for taef2 all but its input layers; `--lq-head taef2` gives taef2 a copy of its own decoder instead). The baselines: the same network on the source's decoded image, residual
-# around its bicubic upsampling. v1 / x0: the first designs (docs/benchmarks.md), a linear aux head, no residual.
+# (for taef2 all but its input layers; `--lq-head taef2` / `taef2-sigma` give taef2 its own decoder instead). The
+# baselines: the same network on the source's decoded image, residual around its bicubic upsampling. v1 / x0: the first designs (docs/benchmarks.md), a linear aux head, no residual.
 SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_init="vae-f8c16")
 CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
 REGRESSION = replace(CASCADE, objective="l1", latent_dropout=0.0)
@@ -180,7 +180,7 @@ class PiDTask:
             self.text = TextEncoder()
         if cfg.head_only and (cfg.rgb_head == "identity" or cfg.condition != "latent"):
             raise InputError("head_only trains the adapter's LQ estimate from latents: it needs a learned rgb_head "
-                             "(linear, decoder or taef2) and condition 'latent'")
+                             "(linear, decoder, taef2 or taef2-sigma) and condition 'latent'")
         self.model = PiD(model_config(cfg, source_signature(self.source)))
         if cfg.rgb_init == "taef2":  # (a resumed run then loads its own weights over these)
             from pixdiff.nn.lq_decoder import init_from_taef2
