@@ -260,6 +260,33 @@ def test_decoder_head_initialised_from_the_vae_reproduces_its_decode():
         init_from_vae(head, load_latent_source("pixels-f4"))
 
 
+def test_sigma_aware_decoder_head_keeps_the_vaes_decoder_for_clean_latents(tmp_path, capsys):
+    from pixdiff.cli.main import main
+    from pixdiff.nn.lq_decoder import LQDecoder, init_from_vae
+
+    vae = load_latent_source("vae-f8c16")
+    head = LQDecoder(16, 8, sigma_aware=True)
+    assert len(init_from_vae(head, vae)) == len(head.state_dict())  # both copies from the VAE
+    with torch.no_grad():
+        next(head.decoder.parameters()).add_(0.05)  # the copy for noisy latents, as if fine-tuned
+        z = vae.encode(torch.rand(3, 3, 32, 32) * 2 - 1)
+        out = head(z, torch.tensor([0.0, 0.3, 0.0]))
+        assert torch.allclose(out[[0, 2]].clamp(-1, 1), vae.decode(z[[0, 2]]), atol=2e-3)  # clean: the VAE's decoder
+        assert torch.allclose(out[1], head.decoder(head.latent_in(z[1:2]))[0], atol=1e-5)
+        assert not torch.allclose(out[1].clamp(-1, 1), vae.decode(z[1:2])[0], atol=2e-3)
+        assert torch.equal(head(z), head(z, torch.zeros(3)))  # no sigma: clean latents
+    assert not any(p.requires_grad for p in head.clean.parameters())
+    assert all(p.requires_grad for n, p in head.named_parameters() if not n.startswith("clean."))
+    # the clean copy must be the source's decoder
+    args = ["train", "pid", "--out", str(tmp_path / "o"), "--dry-run", "--lq-head", "decoder-sigma", "--preset", "small"]
+    assert main([*args, "--source", "taef2"]) == 2
+    assert "--lq-head decoder-sigma keeps vae-f8c16's decoder for clean latents: it needs --source vae-f8c16, not " \
+           "taef2 (for taef2: --lq-head taef2-sigma)" in capsys.readouterr().err
+    assert main([*args, "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["model_config"]
+    assert (cfg["rgb_head"], cfg["rgb_init"]) == ("decoder-sigma", "vae-f8c16")
+
+
 def test_identity_head_needs_a_decoded_image():
     from pixdiff.nn.latent_adapter import LatentAdapter
 

@@ -35,11 +35,12 @@ def register(sub) -> None:
     p.add_argument("--augment", action="store_true",
                    help="pid: random 90-degree rotations, flips, colour-channel permutations and saturation of the "
                         "training crops (the photos are few; a decoder head overfits them)")
-    p.add_argument("--lq-head", choices=["decoder", "taef2", "taef2-sigma"],
+    p.add_argument("--lq-head", choices=["decoder", "decoder-sigma", "taef2", "taef2-sigma"],
                    help="pid: the adapter's LQ estimate, for presets with a learned one (small, small-head): decoder "
                         "(default: the shape of pixdiff's small VAE decoder, from vae-f8c16's weights) or taef2 (a "
-                        "trainable copy of TAEF2's own decoder, from the source's weights; --source taef2) or "
-                        "taef2-sigma (that copy for noisy latents, a frozen TAEF2 decoder for clean ones). With "
+                        "trainable copy of TAEF2's own decoder, from the source's weights; --source taef2); the "
+                        "-sigma variants train that head for noisy latents and keep a frozen copy of the source's "
+                        "decoder for clean ones. With "
                         "--init from weights with another head, everything but the head is loaded (and the head's "
                         "tensors whose names and shapes match)")
     p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
@@ -132,6 +133,9 @@ def run(args) -> int:
             raise InputError(f"--lq-head {args.lq_head} copies TAEF2's decoder: it needs --source taef2, not "
                              f"{args.source}")
         init = "taef2" if args.lq_head.startswith("taef2") else model_cfg.rgb_init
+        if args.lq_head == "decoder-sigma" and init and args.source != init:
+            raise InputError(f"--lq-head decoder-sigma keeps {init}'s decoder for clean latents: it needs --source "
+                             f"{init}, not {args.source} (for taef2: --lq-head taef2-sigma)")
         model_cfg = replace(model_cfg, rgb_head=args.lq_head, rgb_init=init)
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")

@@ -38,8 +38,8 @@ class PiDConfig:
     adapter_blocks: int = 2
     aux_rgb: bool = True  # v1.5's low-resolution RGB head (a training loss)
     rgb_head: str = "linear"  # "linear": v1.5's per-token head; "decoder": a VAE-decoder-shaped net; "taef2": TAEF2's
-    # own decoder, trainable; "taef2-sigma": that for noisy latents, TAEF2's decoder as it is for clean ones (all in
-    # nn/lq_decoder); "identity": the input is the decoded LQ image (cascades)
+    # own decoder, trainable; "decoder-sigma" / "taef2-sigma": that for noisy latents, the source's decoder as it is
+    # for clean ones (all in nn/lq_decoder); "identity": the input is the decoded LQ image (cascades)
     objective: str = "flow"  # "flow": the PiD teacher; "l1": one-step regression (baseline b)
     prediction: str = "v"  # what the network outputs: "v" (velocity) or "x0" (the clean image, JiT); the model
     # always returns a velocity, v = (x_t - x0) / t with t >= flow.time.T_MIN in the division

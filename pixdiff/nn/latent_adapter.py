@@ -9,8 +9,8 @@ zero-initialised (the adapter starts as a no-op); the gates are not, to avoid a 
 With `aux_rgb` (PiD v1.5), a small head also predicts the low-resolution RGB image: a training loss that makes the
 latent branch carry the latent's colours from the start (v1.5 added it against colour drift). `rgb_head="linear"` is
 v1.5's per-token head on the trunk; `"decoder"` a VAE-decoder-shaped net on the latents themselves (nn/lq_decoder.py);
-`"taef2"` a trainable copy of TAEF2's own decoder (for TAEF2 latents), `"taef2-sigma"` that for noisy latents and
-TAEF2's decoder as it is for clean ones;
+`"taef2"` a trainable copy of TAEF2's own decoder (for TAEF2 latents); the "-sigma" variants of both use the trained
+head for noisy latents and the source's decoder as it is for clean ones;
 `"identity"` passes through a "latent" that already is the LQ image (the cascades, conditioned on a decoded image).
 """
 from __future__ import annotations
@@ -57,9 +57,9 @@ class LatentAdapter(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, dim) for _ in range(n_inject))
         self.gates = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(n_inject))
         self.log_slope = nn.Parameter(torch.full((n_inject,), math.log(5.0)))  # a
-        if rgb_head not in ("linear", "decoder", "taef2", "taef2-sigma", "identity"):
-            raise ValueError(f"rgb_head must be 'linear', 'decoder', 'taef2', 'taef2-sigma' or 'identity', got "
-                             f"{rgb_head!r}")
+        if rgb_head not in ("linear", "decoder", "decoder-sigma", "taef2", "taef2-sigma", "identity"):
+            raise ValueError(f"rgb_head must be 'linear', 'decoder', 'decoder-sigma', 'taef2', 'taef2-sigma' or "
+                             f"'identity', got {rgb_head!r}")
         if aux_rgb and rgb_head == "identity" and (latent_channels, latent_factor) != (3, 1):
             raise ValueError("rgb_head='identity' needs a decoded image (3 channels, factor 1) as its input")
         self.aux_pixels = patch // scale if aux_rgb else 0  # low-resolution pixels per token side
@@ -74,7 +74,7 @@ class LatentAdapter(nn.Module):
         elif aux_rgb and rgb_head in ("taef2", "taef2-sigma"):
             self.aux = TAEF2Head(latent_channels, latent_factor, sigma_aware=rgb_head == "taef2-sigma")
         elif aux_rgb:
-            self.aux = LQDecoder(latent_channels, latent_factor)
+            self.aux = LQDecoder(latent_channels, latent_factor, sigma_aware=rgb_head == "decoder-sigma")
         for head in self.heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -100,11 +100,11 @@ class LatentAdapter(nn.Module):
     def aux_rgb(self, latents: torch.Tensor, trunk: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted low-resolution image (B, 3, h f, w f) from the latents (B, C, h, w) ("decoder" heads) or
         their (B, hidden, gh, gw) trunk map ("linear": a = patch / scale pixels per token side). sigma (B,): the
-        latents' noise level, read by the "taef2-sigma" head (None: clean)."""
-        if self.rgb_head.startswith("taef2"):
-            return self.aux(latents, sigma)
-        if self.rgb_head != "linear":
+        latents' noise level, read by the "-sigma" heads (None: clean)."""
+        if self.rgb_head == "identity":
             return self.aux(latents)
+        if self.rgb_head != "linear":
+            return self.aux(latents, sigma)
         y = self.aux(trunk.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 3 a^2, gh, gw)
         return F.pixel_shuffle(y, self.aux_pixels)
 

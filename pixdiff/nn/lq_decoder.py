@@ -5,7 +5,9 @@ in LQ PSNR, and everything PiD draws inherits its colours. This head has the sha
 (a diffusers `Decoder`: conv in, attention mid block, one up block per factor of 2) and can start from that decoder's
 weights (`init_from_vae`), so the latent -> LQ mapping is right from the first step and training only has to make
 it robust to noisy latents. For a source with another channel count (taef2: 32) only the input layers are new
-(TAEF2Head below is the better start for taef2).
+(TAEF2Head below is the better start for taef2). With `sigma_aware` ("decoder-sigma", "taef2-sigma") a frozen copy of
+the source's decoder makes the estimate for clean latents and the trainable one only sees noisy latents: fine-tuning
+for noise costs the clean estimate (docs/benchmarks.md), and every decode knows its latents' sigma.
 
     latents (B, C, h, w) -> latent_in (1x1: undoes the source's normalisation) -> Decoder -> (B, 3, h f, w f)
 """
@@ -24,8 +26,22 @@ CHANNELS = (32, 64, 128, 128)
 GROUPS = 16
 
 
+def split_by_sigma(latents: torch.Tensor, sigma: torch.Tensor | None, clean, noisy) -> torch.Tensor:
+    """clean(latents) where sigma == 0 (or sigma is None), noisy(latents) elsewhere; (B, C, h, w) -> (B, 3, H, W)."""
+    b = latents.shape[0]
+    is_clean = torch.ones(b, dtype=torch.bool, device=latents.device) if sigma is None else sigma == 0  # (B,)
+    if is_clean.all():
+        return clean(latents)
+    if not is_clean.any():
+        return noisy(latents)
+    parts = {True: clean(latents[is_clean]), False: noisy(latents[~is_clean])}
+    out = parts[True].new_empty(b, *parts[True].shape[1:])
+    out[is_clean], out[~is_clean] = parts[True], parts[False].to(out.dtype)
+    return out
+
+
 class LQDecoder(nn.Module):
-    def __init__(self, latent_channels: int, factor: int):
+    def __init__(self, latent_channels: int, factor: int, sigma_aware: bool = False):
         super().__init__()
         n_up = int(math.log2(factor)) if factor > 1 else 0
         if factor < 2 or 2**n_up != factor or n_up + 1 > len(CHANNELS):
@@ -36,16 +52,20 @@ class LQDecoder(nn.Module):
         nn.init.zeros_(self.latent_in.bias)
         self.decoder = Decoder(in_channels=latent_channels, out_channels=3, up_block_types=("UpDecoderBlock2D",) *
                                len(channels), block_out_channels=channels, layers_per_block=1, norm_num_groups=GROUPS)
+        self.clean = LQDecoder(latent_channels, factor).requires_grad_(False) if sigma_aware else None
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) normalised latents -> (B, 3, h f, w f) RGB estimate in about [-1, 1]."""
-        return self.decoder(self.latent_in(latents))
+    def forward(self, latents: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, h, w) normalised latents at noise level sigma (B,) (None: clean) -> (B, 3, h f, w f) RGB estimate
+        in about [-1, 1]."""
+        noisy = lambda z: self.decoder(self.latent_in(z))  # noqa: E731
+        return noisy(latents) if self.clean is None else split_by_sigma(latents, sigma, self.clean, noisy)
 
 
 @torch.no_grad()
 def init_from_vae(head: LQDecoder, source) -> list[str]:
     """Copy a diffusers AutoencoderKL source's decoder into `head` wherever name and shape match, folding the
-    source's normalisation z_raw = z * std + mean and its post_quant_conv into `latent_in`. Returns the names copied."""
+    source's normalisation z_raw = z * std + mean and its post_quant_conv into `latent_in` (both copies of a
+    sigma-aware head). Returns the names copied."""
     vae = getattr(source, "vae", None)
     if vae is None or type(vae).__name__ != "AutoencoderKL":
         raise ValueError(f"rgb_init needs a diffusers AutoencoderKL source, not {getattr(source, 'name', source)!r}")
@@ -62,6 +82,8 @@ def init_from_vae(head: LQDecoder, source) -> list[str]:
         head.latent_in.weight.copy_((w * std)[..., None, None])
         head.latent_in.bias.copy_(pq.bias.float() + w.sum(1) * mean)
         copied += ["latent_in.weight (post_quant_conv, normalisation folded)", "latent_in.bias"]
+    if head.clean is not None:
+        copied += [f"clean.{name}" for name in init_from_vae(head.clean, source)]
     return copied
 
 
@@ -84,15 +106,7 @@ class TAEF2Head(nn.Module):
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 32, h, w) TAEF2 latents at noise level sigma (B,) (None: clean) -> (B, 3, 8h, 8w) RGB estimate in
         about [-1, 1] (TAEF2 decodes to [0, 1])."""
-        if self.clean is None:
-            return self.decoder(latents).mul(2).sub(1)
-        b, _, h, w = latents.shape
-        clean = torch.ones(b, dtype=torch.bool, device=latents.device) if sigma is None else sigma == 0  # (B,)
-        out = latents.new_empty(b, 3, h * TAEF2.factor, w * TAEF2.factor)
-        if clean.any():
-            out[clean] = self.clean(latents[clean]).to(out.dtype)
-        if not clean.all():
-            out[~clean] = self.decoder(latents[~clean]).to(out.dtype)
+        out = self.decoder(latents) if self.clean is None else split_by_sigma(latents, sigma, self.clean, self.decoder)
         return out.mul(2).sub(1)
 
 

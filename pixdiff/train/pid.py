@@ -39,7 +39,7 @@ class PiDTrainConfig:
     prediction: str = "v"  # network output: "v" or "x0" (JiT-style x-prediction, still the velocity loss)
     residual: bool = False  # x0 = upsampled RGB estimate + network output (PiDConfig.residual)
     rgb_head: str = "linear"  # the adapter's LQ estimate: "linear" (v1.5), "decoder", "taef2" (TAEF2's decoder),
-    # "taef2-sigma" (that, sigma-aware), "identity" (decoded input)
+    # "decoder-sigma" / "taef2-sigma" (sigma-aware: a frozen decoder for clean latents), "identity" (decoded input)
     rgb_init: str | None = None  # the source whose decoder initialises the head: vae-f8c16 ("decoder"), taef2
     scale: int = 4
     crop: int = 256
