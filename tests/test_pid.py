@@ -278,7 +278,8 @@ def test_sigma_aware_decoder_head_keeps_the_vaes_decoder_for_clean_latents(tmp_p
     assert not any(p.requires_grad for p in head.clean.parameters())
     assert all(p.requires_grad for n, p in head.named_parameters() if not n.startswith("clean."))
     # the clean copy must be the source's decoder
-    args = ["train", "pid", "--out", str(tmp_path / "o"), "--dry-run", "--lq-head", "decoder-sigma", "--preset", "small"]
+    args = ["train", "pid", "--out", str(tmp_path / "o"), "--dry-run", "--lq-head", "decoder-sigma",
+            "--preset", "small"]
     assert main([*args, "--source", "taef2"]) == 2
     assert "--lq-head decoder-sigma keeps vae-f8c16's decoder for clean latents: it needs --source vae-f8c16, not " \
            "taef2 (for taef2: --lq-head taef2-sigma)" in capsys.readouterr().err

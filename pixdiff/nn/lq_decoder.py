@@ -34,9 +34,9 @@ def split_by_sigma(latents: torch.Tensor, sigma: torch.Tensor | None, clean, noi
         return clean(latents)
     if not is_clean.any():
         return noisy(latents)
-    parts = {True: clean(latents[is_clean]), False: noisy(latents[~is_clean])}
-    out = parts[True].new_empty(b, *parts[True].shape[1:])
-    out[is_clean], out[~is_clean] = parts[True], parts[False].to(out.dtype)
+    c, n = clean(latents[is_clean]), noisy(latents[~is_clean])
+    out = c.new_empty(b, *c.shape[1:])
+    out[is_clean], out[~is_clean] = c, n.to(out.dtype)
     return out
 
 
@@ -57,7 +57,9 @@ class LQDecoder(nn.Module):
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, h, w) normalised latents at noise level sigma (B,) (None: clean) -> (B, 3, h f, w f) RGB estimate
         in about [-1, 1]."""
-        noisy = lambda z: self.decoder(self.latent_in(z))  # noqa: E731
+        def noisy(z: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.latent_in(z))
+
         return noisy(latents) if self.clean is None else split_by_sigma(latents, sigma, self.clean, noisy)
 
 
