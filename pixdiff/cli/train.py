@@ -40,9 +40,8 @@ def register(sub) -> None:
                         "(default: the shape of pixdiff's small VAE decoder, from vae-f8c16's weights) or taef2 (a "
                         "trainable copy of TAEF2's own decoder, from the source's weights; --source taef2); the "
                         "-sigma variants train that head for noisy latents and keep a frozen copy of the source's "
-                        "decoder for clean ones. With "
-                        "--init from weights with another head, everything but the head is loaded (and the head's "
-                        "tensors whose names and shapes match)")
+                        "decoder for clean ones. With --init from weights with another head, everything but the "
+                        "head is loaded (and the head's tensors whose names and shapes match)")
     p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -79,7 +79,7 @@ class PiD(nn.Module):
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What the latent path computes independently of t (once per decode): the trunk map (B, hidden, gh, gw) and
         the low-resolution RGB estimate (B, 3, h f, w f), or None without an aux head. sigma (B,): the latents'
-        noise level, for a sigma-aware head ("taef2-sigma"; None: clean latents)."""
+        noise level, for the sigma-aware heads ("decoder-sigma", "taef2-sigma"; None: clean latents)."""
         trunk = self.adapter.trunk_map(latents)
         return trunk, self.adapter.aux_rgb(latents, trunk, sigma) if self.adapter.aux is not None else None
 

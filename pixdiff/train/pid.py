@@ -60,7 +60,8 @@ class PiDTrainConfig:
 
 # The teacher: x0 output residual around the decoder head's LQ estimate, that head starting as vae-f8c16's decoder
 # (for taef2 all but its input layers; `--lq-head taef2` / `taef2-sigma` give taef2 its own decoder instead). The
-# baselines: the same network on the source's decoded image, residual around its bicubic upsampling. v1 / x0: the first designs (docs/benchmarks.md), a linear aux head, no residual.
+# baselines: the same network on the source's decoded image, residual around its bicubic upsampling. v1 / x0: the
+# first designs (docs/benchmarks.md), a linear aux head, no residual.
 SMALL = PiDTrainConfig(prediction="x0", residual=True, rgb_head="decoder", rgb_init="vae-f8c16")
 CASCADE = PiDTrainConfig(condition="decoded", noise_prob=0.0, prediction="x0", residual=True, rgb_head="identity")
 REGRESSION = replace(CASCADE, objective="l1", latent_dropout=0.0)
@@ -180,7 +181,7 @@ class PiDTask:
             self.text = TextEncoder()
         if cfg.head_only and (cfg.rgb_head == "identity" or cfg.condition != "latent"):
             raise InputError("head_only trains the adapter's LQ estimate from latents: it needs a learned rgb_head "
-                             "(linear, decoder, taef2 or taef2-sigma) and condition 'latent'")
+                             "(linear, decoder, decoder-sigma, taef2 or taef2-sigma) and condition 'latent'")
         self.model = PiD(model_config(cfg, source_signature(self.source)))
         if cfg.rgb_init == "taef2":  # (a resumed run then loads its own weights over these)
             from pixdiff.nn.lq_decoder import init_from_taef2
