@@ -319,6 +319,38 @@ def test_latent_guidance_zero_is_the_unconditional_model():
     assert torch.equal(dec.decode(z1, steps=2, generator=g(), latent_guidance=1.0), dec.decode(z1, steps=2, generator=g()))
 
 
+def test_configure_sets_the_releases_sampling_defaults_and_keeps_its_weights(tmp_path, capsys):
+    """`pixdiff configure` records temperature and latent guidance; decode uses them when not given, and an
+    argument still wins. An untrained velocity model returns its starting noise, temperature x noise."""
+    from safetensors.torch import load_file
+
+    from pixdiff.cli.main import main
+
+    dec = PiDDecoder(PiD(PiDConfig(net=PRESETS["tiny"], latent_source=PIX4, adapter_hidden=8, adapter_blocks=1)), "t")
+    src = save_decoder(dec.model, tmp_path / "src")
+    assert main(["configure", str(src), "--temperature", "0.5", "--latent-guidance", "2", "--out",
+                 str(tmp_path / "new"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["before"] == {"temperature": 1.0, "latent_guidance": 1.0}
+    assert report["after"] == {"temperature": 0.5, "latent_guidance": 2.0}
+    a, b = load_file(src / "model.safetensors"), load_file(tmp_path / "new" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    new = load_decoder(tmp_path / "new")
+    assert new.sampling() == (0.5, 2.0) and load_decoder(src).sampling() == (1.0, 1.0)
+    assert new.sampling(0.8, 1.0) == (0.8, 1.0) and new.sampling(text_guidance=True) == (0.5, 1.0)
+    z, g = torch.randn(1, 48, 2, 2), lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    noise = torch.randn(1, 3, 32, 32, generator=g())
+    assert torch.allclose(new.decode(z, steps=2, generator=g(), back_projection=0), (0.5 * noise).clamp(-1, 1))
+    assert torch.allclose(new.decode(z, steps=2, generator=g(), temperature=1.0, back_projection=0), noise.clamp(-1, 1))
+    for bad, err in ((["--out", str(tmp_path / "x")], "nothing to set: give --temperature and/or --latent-guidance"),
+                     (["--temperature", "0", "--out", str(tmp_path / "x")], "temperature must be in (0, 1.5], got 0.0"),
+                     (["--latent-guidance", "-1", "--out", str(tmp_path / "x")],
+                      "latent guidance must be in [0, 10], got -1.0")):
+        assert main(["configure", str(src), *bad]) == 2
+        assert err in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_back_projection_converges_to_the_lq_estimate_and_keeps_consistent_images():
     from pixdiff.decoder.pid import project
 

@@ -25,9 +25,11 @@ def register(sub) -> None:
     d.add_argument("--per-image", type=int, default=2, help="crops per photo: one whole-scene + native crops")
     d.add_argument("--steps", type=int, help="sampling steps for (c) and (d) (default: the decoder's, 12)")
     d.add_argument("--sampler", default="euler", choices=["euler", "heun", "x0-renoise"])
-    d.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale for (c) and (d) (default 1)")
-    d.add_argument("--latent-guidance", type=float, default=1.0,
-                   help="guidance against the latent-dropped model for (c) and (d) (default 1: off; > 1: 2x calls)")
+    d.add_argument("--temperature", type=float,
+                   help="starting-noise scale for (c) and (d) (default: each decoder's own, see `pixdiff configure`)")
+    d.add_argument("--latent-guidance", type=float,
+                   help="guidance against the latent-dropped model for (c) and (d) (default: each decoder's own, 1 = "
+                        "off unless `pixdiff configure` set it; > 1: 2x calls)")
     d.add_argument("--back-projection", type=int, metavar="N",
                    help="(b), (c), (d): rounds of back-projection onto each network's own LQ estimate (PiD's from the "
                         "latent; the decoded image for (b) and (c)) after sampling (default 1; 0: off)")
@@ -113,8 +115,9 @@ def run_decode(args) -> int:
         cols = {k.split(" ")[0] if k.startswith("(") and "sigma" not in k else k.replace("(d) PiD, ", ""): v
                 for k, v in cols.items()}
         r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
-    r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=args.temperature,
-             latent_guidance=args.latent_guidance, back_projection=pid.back_projection_rounds(args.back_projection),
+    temperature, latent_guidance = pid.sampling(args.temperature, args.latent_guidance)
+    r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=temperature,
+             latent_guidance=latent_guidance, back_projection=pid.back_projection_rounds(args.back_projection),
              data=[str(d) for d in args.data or default_photos("val")], **{role: dec.name for role, dec in extra.items()})
     emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
                   f"{args.sampler} steps\n\n" + markdown_table(r))

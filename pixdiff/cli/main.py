@@ -9,11 +9,12 @@ from pixdiff.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pixdiff.cli import bench, decode, demo, evaluate, generate, info, roundtrip, train, transfer, upscale
+    from pixdiff.cli import (bench, configure, decode, demo, evaluate, generate, info, roundtrip, train, transfer,
+                             upscale)
 
     p = argparse.ArgumentParser(prog="pixdiff", description="Pixel-space diffusion on top of latent image models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (info, roundtrip, train, upscale, decode, generate, transfer, evaluate, bench, demo):
+    for module in (info, roundtrip, train, upscale, decode, configure, generate, transfer, evaluate, bench, demo):
         module.register(sub)
     return p
 

@@ -13,10 +13,12 @@ def add_decoding_options(p) -> None:
     p.add_argument("--steps", type=int,
                    help="sampling steps (network evaluations with euler; default: the decoder's, 12)")
     p.add_argument("--sampler", default="euler", choices=["euler", "heun", "x0-renoise"], help="ODE sampler")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="scale of the starting noise (default 1; lower invents less detail, higher fidelity)")
-    p.add_argument("--latent-guidance", type=float, default=1.0,
-                   help="guidance against the latent-dropped model (default 1: off; > 1 doubles the network calls)")
+    p.add_argument("--temperature", type=float,
+                   help="scale of the starting noise (default: the decoder's own, 1 unless `pixdiff configure` set "
+                        "it; lower invents less detail, higher fidelity)")
+    p.add_argument("--latent-guidance", type=float,
+                   help="guidance against the latent-dropped model (default: the decoder's own, 1 = off unless "
+                        "`pixdiff configure` set it; > 1 doubles the network calls)")
     p.add_argument("--back-projection", type=int, metavar="N",
                    help="rounds of back-projection onto the decoder's own LQ estimate after sampling (default 1; "
                         "0: off): pulls the output's low frequencies (its LQ consistency) towards what the latent "

@@ -48,6 +48,9 @@ class PiDConfig:
     shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
     latent_std: float = 1.0  # measured on training latents: a guard against latents of another space
     text_encoder: str | None = None  # optional caption conditioning (net.text_dim > 0): "all-MiniLM-L6-v2"
+    # sampling defaults of this release (decode's None), set with `pixdiff configure`: chosen on training photos
+    temperature: float = 1.0
+    latent_guidance: float = 1.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kind": KIND}
@@ -181,6 +184,19 @@ class PiDDecoder:
             raise InputError(f"{self.name} has no LQ estimate to back-project onto (trained without aux_rgb)")
         return rounds
 
+    def sampling(self, temperature: float | None = None, latent_guidance: float | None = None,
+                 text_guidance: bool = False) -> tuple[float, float]:
+        """(temperature, latent_guidance) that `decode` uses: the arguments, or this release's defaults. With text
+        guidance the latent guidance defaults to 1 (off): one guidance at a time."""
+        temperature = self.cfg.temperature if temperature is None else temperature
+        if latent_guidance is None:
+            latent_guidance = 1.0 if text_guidance else self.cfg.latent_guidance
+        if not 0 < temperature <= 1.5:
+            raise InputError(f"temperature must be in (0, 1.5], got {temperature}")
+        if not 0 <= latent_guidance <= 10:
+            raise InputError(f"latent guidance must be in [0, 10], got {latent_guidance}")
+        return float(temperature), float(latent_guidance)
+
     def text_states(self, prompt, n: int, device=None) -> torch.Tensor | None:
         """Pooled caption embeddings (n, text_dim) for a prompt (or n prompts); None for models without text."""
         if not self.cfg.text_encoder:
@@ -198,19 +214,20 @@ class PiDDecoder:
     def decode(self, latents: torch.Tensor, sigma: float | torch.Tensor = 0.0, steps: int | None = None,
                sampler: str = "euler", scale: int | None = None, generator: torch.Generator | None = None,
                progress: bool = False, prompt: str | list[str] | None = None, guidance: float = 1.0,
-               temperature: float = 1.0, latent_guidance: float = 1.0,
+               temperature: float | None = None, latent_guidance: float | None = None,
                back_projection: int | None = None) -> torch.Tensor:
         """(B, C, h, w) latents at noise level sigma -> images (B, 3, h f s, w f s) in [-1, 1].
         steps: sampler steps (default DEFAULT_STEPS, 12); scale: checked against the checkpoint's (None: its own).
         prompt / guidance: for decoders trained with captions; guidance is text-only (the latent conditions both
         branches, as in PiD). temperature: scale of the starting noise; below 1 the sampler invents less detail
         (the usual trade of detail energy against fidelity). latent_guidance: classifier-free guidance against the
-        model with the latent dropped (trained with latent dropout); > 1 doubles the network calls per step.
+        model with the latent dropped (trained with latent dropout); > 1 doubles the network calls per step. Both
+        default to the release's own (`sampling`; 1 unless `pixdiff configure` set them).
         back_projection: rounds of iterative back-projection of the output onto the adapter's LQ estimate (`project`;
         default DEFAULT_BACK_PROJECTION when the decoder has one); 0 leaves the sample as it is."""
         steps = steps or DEFAULT_STEPS
-        if not 0 < temperature <= 1.5:
-            raise InputError(f"temperature must be in (0, 1.5], got {temperature}")
+        text_guidance = prompt is not None and guidance != 1
+        temperature, latent_guidance = self.sampling(temperature, latent_guidance, text_guidance)
         back_projection = self.back_projection_rounds(back_projection)
         b = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(b)  # (B,)

@@ -39,12 +39,15 @@ class Method:
 
 
 def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAULT_STEPS, sampler: str = "euler",
-                  sigmas=(0.1, 0.2, 0.4), temperature: float = 1.0, latent_guidance: float = 1.0,
+                  sigmas=(0.1, 0.2, 0.4), temperature: float | None = None, latent_guidance: float | None = None,
                   back_projection: int | None = None) -> list[Method]:
+    """temperature / latent_guidance: None leaves each decoder its release's own (`PiDDecoder.sampling`)."""
     scale = pid.cfg.scale
     kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance,
           "back_projection": back_projection}  # the same for every network: (b), (c) onto their decoded input
-    nfe = steps * (2 if sampler == "heun" else 1) * (2 if latent_guidance != 1 else 1)  # network calls per image
+
+    def nfe(dec) -> int:  # network calls per image
+        return steps * (2 if sampler == "heun" else 1) * (2 if dec.sampling(temperature, latent_guidance)[1] != 1 else 1)
 
     def bicubic(b, g):
         d = b["decoded"]
@@ -55,19 +58,19 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAU
         methods.append(Method("(b) decode + regression SR", 1, lambda b, g: regression.decode(
             b["decoded"], back_projection=back_projection)))
     if cascade is not None:
-        methods.append(Method("(c) decode + diffusion SR", nfe, lambda b, g: cascade.decode(
+        methods.append(Method("(c) decode + diffusion SR", nfe(cascade), lambda b, g: cascade.decode(
             b["decoded"], generator=g, **kw)))
     if pid.model.adapter.aux is not None:  # what the adapter reads from the latent alone, before any DiT call
         def lq_estimate(b, g):
             lq = pid.model.latent_branch(b["z"])[1].float()
             return resize(lq, (lq.shape[-2] * scale, lq.shape[-1] * scale)).clamp(-1, 1)
         methods.append(Method("(d) PiD's LQ estimate + bicubic", 0, lq_estimate))
-    methods.append(Method("(d) PiD", nfe, lambda b, g: pid.decode(b["z"], generator=g, **kw)))
+    methods.append(Method("(d) PiD", nfe(pid), lambda b, g: pid.decode(b["z"], generator=g, **kw)))
     for s in sigmas:
         def noised(b, g, s=s):
             z = interpolate(b["z"], torch.randn(b["z"].shape, generator=g), s)
             return pid.decode(z, sigma=s, generator=g, **kw)
-        methods.append(Method(f"(d) PiD, sigma={s}", nfe, noised))
+        methods.append(Method(f"(d) PiD, sigma={s}", nfe(pid), noised))
     return methods
 
 
