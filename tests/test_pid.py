@@ -383,13 +383,18 @@ def test_decode_with_back_projection():
 def test_init_from_released_weights_and_mismatched_architecture(pix_task, photos, tmp_path):
     import copy
 
-    pix_task.export(copy.deepcopy(pix_task.model), tmp_path / "w")
+    from pixdiff.cli.main import main
+
+    pix_task.export(copy.deepcopy(pix_task.model), tmp_path / "w0")
+    # a release with its own sampling defaults starts a run all the same (the run keeps the preset's defaults)
+    assert main(["configure", str(tmp_path / "w0"), "--temperature", "0.5", "--out", str(tmp_path / "w")]) == 0
     cfg, _ = TRAIN_PRESETS["tiny"]
     torch.manual_seed(2)  # another initialisation, overwritten by --init
     task = PiDTask(cfg, load_latent_source("pixels-f4"), [photos / "val"], init=tmp_path / "w")
     released = load_decoder(tmp_path / "w").model.state_dict()
     for k, v in task.model.state_dict().items():
         assert torch.equal(v, released[k]), k
+    assert task.model.cfg.temperature == 1.0
     other, _ = TRAIN_PRESETS["tiny-cascade"]
     with pytest.raises(InputError, match="architecture differs from this preset's in .*latent_source"):
         PiDTask(other, load_latent_source("pixels-f4"), [photos / "val"], init=tmp_path / "w")

@@ -117,7 +117,8 @@ def run_decode(args) -> int:
         r["sheet"] = str(image_sheet(cols, names, args.sheet, max_rows=6))
     temperature, latent_guidance = pid.sampling(args.temperature, args.latent_guidance)
     r.update(decoder=pid.name, steps=args.steps, sampler=args.sampler, temperature=temperature,
-             latent_guidance=latent_guidance, seed=args.seed, back_projection=pid.back_projection_rounds(args.back_projection),
+             latent_guidance=latent_guidance, seed=args.seed,
+             back_projection=pid.back_projection_rounds(args.back_projection),
              data=[str(d) for d in args.data or default_photos("val")], **{role: dec.name for role, dec in extra.items()})
     emit(args, r, f"{r['n']} crops of {args.size}^2, {source.name} latents, {pid.cfg.scale}x, {args.steps} "
                   f"{args.sampler} steps\n\n" + markdown_table(r))

@@ -46,8 +46,9 @@ def build_methods(source, pid, regression=None, cascade=None, steps: int = DEFAU
     kw = {"steps": steps, "sampler": sampler, "temperature": temperature, "latent_guidance": latent_guidance,
           "back_projection": back_projection}  # the same for every network: (b), (c) onto their decoded input
 
-    def nfe(dec) -> int:  # network calls per image
-        return steps * (2 if sampler == "heun" else 1) * (2 if dec.sampling(temperature, latent_guidance)[1] != 1 else 1)
+    def nfe(dec) -> int:  # network calls per image: Heun and latent guidance each double them
+        guided = dec.sampling(temperature, latent_guidance)[1] != 1
+        return steps * (2 if sampler == "heun" else 1) * (2 if guided else 1)
 
     def bicubic(b, g):
         d = b["decoded"]

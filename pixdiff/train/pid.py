@@ -149,11 +149,13 @@ def load_run(folder: Path, source_weights=None):
 
 def init_from_release(model: PiD, name_or_path) -> None:
     """Start a run from released PiD weights (e.g. a GPU run's export, continued on CPU). The architecture and the
-    latent source must be the ones the run builds; latent_std is re-measured at export."""
+    latent source must be the ones the run builds; latent_std is re-measured at export, and the release's sampling
+    defaults (`pixdiff configure`) are not carried over: they were chosen for its weights."""
     from pixdiff.decoder import load_decoder
 
     other = load_decoder(name_or_path).model
-    mine, theirs = asdict(replace(model.cfg, latent_std=1.0)), asdict(replace(other.cfg, latent_std=1.0))
+    neutral = {"latent_std": 1.0, "temperature": 1.0, "latent_guidance": 1.0}
+    mine, theirs = asdict(replace(model.cfg, **neutral)), asdict(replace(other.cfg, **neutral))
     diff = sorted(k for k in mine if mine[k] != theirs[k])
     if diff == ["rgb_head"]:  # a new LQ head (--lq-head): everything else from the release, of the head the tensors
         # whose name and shape match (taef2 -> taef2-sigma keeps the fine-tuned decoder), the rest as initialised
