@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from pixdiff.cli.main import main
@@ -180,6 +181,22 @@ def test_geneval_lite_statistics_are_the_binomial_and_mcnemar_ones():
     student, source = [True, True, False, False, True], [False, True, True, False, False]
     assert paired(student, source) == {"gained": 2, "lost": 1, "z": round(1 / 3**0.5, 2)}
     assert paired([False] * 3, [False] * 3)["z"] == 0.0
+
+
+def test_object_stats_count_objects_and_measure_their_area():
+    """Squares of known side: the checker's blobs give their count and area (side^2 / 128^2, up to the rendered
+    border pixels), whether or not the caption passes."""
+    from pixdiff.data.shapes import Obj, Scene, render
+    from pixdiff.eval.l2p import geneval_lite
+
+    bg = ((90, 90, 90), (90, 90, 90))
+    one = render(Scene([Obj("square", "red", 40, 40, 20)], bg))
+    two = render(Scene([Obj("square", "red", 30, 30, 20), Obj("square", "red", 90, 90, 40)], bg))
+    ims = torch.from_numpy(np.stack([one, two])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    r = geneval_lite(ims, ["one red square", "one red square"], per_prompt=1)
+    assert r["ok"] == [True, False] and r["accuracy"] == 0.5
+    assert r["objects"] == 1.5 and r["asked"] == 1.0  # 3 objects found in 2 images, 1 asked in each
+    assert 1.0 <= r["median_area"] / (20**2 / 128**2) < 1.15  # the median of about 400, 400 and 1600 pixels
 
 
 def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):

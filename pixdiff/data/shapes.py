@@ -284,7 +284,7 @@ def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
 
 
 def check(image: np.ndarray | torch.Tensor, caption: str) -> dict:
-    """Does the image show what the caption says? Returns {"ok", "counts", "relation", "found"}.
+    """Does the image show what the caption says? Returns {"ok", "counts", "relation", "found", "areas"}.
     image: (H, W, 3) uint8, or (3, H, W) float in [-1, 1]."""
     if isinstance(image, torch.Tensor):
         image = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
@@ -303,4 +303,5 @@ def check(image: np.ndarray | torch.Tensor, caption: str) -> dict:
                        "above": a.cy < b.cy, "below": a.cy > b.cy}[rel])
     ok = counts_ok and (req.relation is None or rel_ok)
     return {"ok": bool(ok), "counts": counts_ok, "relation": rel_ok,
-            "found": [f"{o.colour} {o.shape}" for o in objs]}
+            "found": [f"{o.colour} {o.shape}" for o in objs],
+            "areas": [o.area / (image.shape[0] * image.shape[1]) for o in objs]}  # fractions of the image

@@ -71,9 +71,25 @@ def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, st
     return images
 
 
+def judge(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[dict]:
+    """The checker's report on each image (in job_prompts' order)."""
+    return [check(im, p) for im, p in zip(images, job_prompts(prompts, per_prompt))]
+
+
 def passes(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[bool]:
     """The checker's verdict on each image (in job_prompts' order)."""
-    return [check(im, p)["ok"] for im, p in zip(images, job_prompts(prompts, per_prompt))]
+    return [r["ok"] for r in judge(images, prompts, per_prompt)]
+
+
+def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> dict:
+    """What the objects look like, whether or not the prompt passes: objects found per image against objects asked,
+    and the median object's area (a fraction of the image). Continuous where the pass rate is a few percent: a
+    student that draws objects too large or merges them shows here first."""
+    asked = [sum(parse(p).counts.values()) for p in job_prompts(prompts, per_prompt)]
+    areas = [a for r in reports for a in r["areas"]]
+    return {"objects": round(float(np.mean([len(r["areas"]) for r in reports])), 3),
+            "asked": round(float(np.mean(asked)), 3),
+            "median_area": round(float(np.median(areas)), 4) if areas else None}
 
 
 def summarize(ok: list[bool], prompts: list[str], per_prompt: int) -> dict:
@@ -89,7 +105,10 @@ def summarize(ok: list[bool], prompts: list[str], per_prompt: int) -> dict:
 
 
 def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> dict:
-    return summarize(passes(images, prompts, per_prompt), prompts, per_prompt)
+    """summarize and object_stats of the checker's reports, and the verdicts themselves ("ok")."""
+    reports = judge(images, prompts, per_prompt)
+    ok = [r["ok"] for r in reports]
+    return {**summarize(ok, prompts, per_prompt), **object_stats(reports, prompts, per_prompt), "ok": ok}
 
 
 def paired(student_ok: list[bool], source_ok: list[bool]) -> dict:
@@ -106,9 +125,10 @@ def reference(source, n: int, seed: int, size: int, device="cpu") -> dict:
     """The checker on n random ground-truth renders and on the same renders encoded and decoded by `source`."""
     images, captions = scene_batch(n, np.random.default_rng(seed), size)
     rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
-    return {"renders": geneval_lite(images, captions, 1),
+    drop_ok = lambda r: {k: v for k, v in r.items() if k != "ok"}  # noqa: E731
+    return {"renders": drop_ok(geneval_lite(images, captions, 1)),
             "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
-                          **geneval_lite(rt, captions, 1)}}
+                          **drop_ok(geneval_lite(rt, captions, 1))}}
 
 
 def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0, steps=None,
@@ -117,9 +137,10 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     source samples it once."""
     prompts = heldout_prompts(n_prompts)
     ref = cached_samples(source, prompts, per_prompt, seed, steps, cfg, cache, progress)
-    ref_ok = passes(ref, prompts, per_prompt)
+    src = geneval_lite(ref, prompts, per_prompt)
+    ref_ok = src.pop("ok")
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
-              "source": {"name": source.name, **summarize(ref_ok, prompts, per_prompt)}, "students": {},
+              "source": {"name": source.name, **src}, "students": {},
               "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size, source.device)}
     samples = {source.name: ref}
     ref_feats = features(ref) if features is not None else None
@@ -129,8 +150,9 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
         if ims.shape[-2:] != ref.shape[-2:]:  # a grown student (transfer --grow): scored at the source's size
             ims = F.interpolate(ims, size=ref.shape[-2:], mode="area")
         samples[name] = ims
-        ok = passes(ims, prompts, per_prompt)
-        r = {"size": st.cfg.size, **summarize(ok, prompts, per_prompt), "vs_source": paired(ok, ref_ok)}
+        r = {"size": st.cfg.size, **geneval_lite(ims, prompts, per_prompt)}
+        ok = r.pop("ok")
+        r["vs_source"] = paired(ok, ref_ok)
         r["retention"] = retention(r["accuracy"], result["source"]["accuracy"])
         if features is not None:
             r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
@@ -149,11 +171,12 @@ def markdown_table(result: dict) -> str:
 
     def row(name: str, r: dict, tail: str) -> str:
         by_cat = " | ".join(str(r["by_category"].get(c, "")) for c in cats)
-        return f"| {name} | {r['accuracy']} ± {r['se']} | {by_cat} | {tail} |"
+        objects = f"{r['objects']} / {r['asked']} | {r['median_area']}" if "objects" in r else " | "  # (old JSON)
+        return f"| {name} | {r['accuracy']} ± {r['se']} | {by_cat} | {objects} | {tail} |"
 
-    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats)
-            + " | retention | vs source: gained / lost (z) | Frechet to source |")
-    lines = [head, "|---" * (len(cats) + 5) + "|"]
+    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | median object area"
+            " | retention | vs source: gained / lost (z) | Frechet to source |")
+    lines = [head, "|---" * (len(cats) + 7) + "|"]
     s = result["source"]
     lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
