@@ -76,11 +76,6 @@ def judge(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[dic
     return [check(im, p) for im, p in zip(images, job_prompts(prompts, per_prompt))]
 
 
-def passes(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[bool]:
-    """The checker's verdict on each image (in job_prompts' order)."""
-    return [r["ok"] for r in judge(images, prompts, per_prompt)]
-
-
 def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> dict:
     """What the objects look like, whether or not the prompt passes: objects found per image against objects asked,
     and the median object's area (a fraction of the image). Continuous where the pass rate is a few percent: a
