@@ -196,6 +196,8 @@ def test_object_stats_count_objects_and_measure_their_area():
     r = geneval_lite(ims, ["one red square", "one red square"], per_prompt=1)
     assert r["ok"] == [True, False] and r["accuracy"] == 0.5
     assert r["objects"] == 1.5 and r["asked"] == 1.0  # 3 objects found in 2 images, 1 asked in each
+    blue = geneval_lite(ims, ["one blue square"] * 2, per_prompt=1)
+    assert r["stray"] == 0.0 and blue["stray"] == 1.5 and blue["median_area"] is None  # no blue object to measure
     assert 1.0 <= r["median_area"] / (20**2 / 128**2) < 1.15  # the median of about 400, 400 and 1600 pixels
 
 

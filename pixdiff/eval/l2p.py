@@ -78,12 +78,15 @@ def judge(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[dic
 
 def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> dict:
     """What the objects look like, whether or not the prompt passes: objects found per image against objects asked,
-    and the median object's area (a fraction of the image). Continuous where the pass rate is a few percent: a
-    student that draws objects too large or merges them shows here first."""
-    asked = [sum(parse(p).counts.values()) for p in job_prompts(prompts, per_prompt)]
-    areas = [a for r in reports for a in r["areas"]]
+    how many of those found are of a colour the caption does not name (stray: wrong colours, colour fringes), and
+    the median area of the others (a fraction of the image). Continuous where the pass rate is a few percent."""
+    reqs = [parse(p) for p in job_prompts(prompts, per_prompt)]
+    named = [{colour for colour, _ in req.counts} for req in reqs]
+    stray = [sum(f.split(" ")[0] not in c for f in r["found"]) for r, c in zip(reports, named)]
+    areas = [a for r, c in zip(reports, named) for f, a in zip(r["found"], r["areas"]) if f.split(" ")[0] in c]
     return {"objects": round(float(np.mean([len(r["areas"]) for r in reports])), 3),
-            "asked": round(float(np.mean(asked)), 3),
+            "asked": round(float(np.mean([sum(req.counts.values()) for req in reqs])), 3),
+            "stray": round(float(np.mean(stray)), 3),
             "median_area": round(float(np.median(areas)), 4) if areas else None}
 
 
@@ -166,12 +169,13 @@ def markdown_table(result: dict) -> str:
 
     def row(name: str, r: dict, tail: str) -> str:
         by_cat = " | ".join(str(r["by_category"].get(c, "")) for c in cats)
-        objects = f"{r['objects']} / {r['asked']} | {r['median_area']}" if "objects" in r else " | "  # (old JSON)
+        objects = (f"{r['objects']} / {r['asked']} | {r['stray']} | {r['median_area']}" if "objects" in r
+                   else " | | ")  # (JSON written before these columns)
         return f"| {name} | {r['accuracy']} ± {r['se']} | {by_cat} | {objects} | {tail} |"
 
-    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | median object area"
-            " | retention | vs source: gained / lost (z) | Frechet to source |")
-    lines = [head, "|---" * (len(cats) + 7) + "|"]
+    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | of a colour not "
+            "asked | median area of the others | retention | vs source: gained / lost (z) | Frechet to source |")
+    lines = [head, "|---" * (len(cats) + 8) + "|"]
     s = result["source"]
     lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
