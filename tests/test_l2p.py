@@ -193,10 +193,10 @@ def test_object_stats_count_objects_and_measure_their_area():
     one = render(Scene([Obj("square", "red", 40, 40, 20)], bg))
     two = render(Scene([Obj("square", "red", 30, 30, 20), Obj("square", "red", 90, 90, 40)], bg))
     ims = torch.from_numpy(np.stack([one, two])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    r = geneval_lite(ims, ["one red square", "one red square"], per_prompt=1)
-    assert r["ok"] == [True, False] and r["accuracy"] == 0.5
+    r, ok = geneval_lite(ims, ["one red square", "one red square"], per_prompt=1)
+    assert ok == [True, False] and r["accuracy"] == 0.5
     assert r["objects"] == 1.5 and r["asked"] == 1.0  # 3 objects found in 2 images, 1 asked in each
-    blue = geneval_lite(ims, ["one blue square"] * 2, per_prompt=1)
+    blue, _ = geneval_lite(ims, ["one blue square"] * 2, per_prompt=1)
     assert r["stray"] == 0.0 and blue["stray"] == 1.5 and blue["median_area"] is None  # no blue object to measure
     assert 1.0 <= r["median_area"] / (20**2 / 128**2) < 1.15  # the median of about 400, 400 and 1600 pixels
 

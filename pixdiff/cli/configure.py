@@ -5,8 +5,6 @@ from pathlib import Path
 
 from pixdiff.cli.common import add_common, emit
 
-SETTINGS = ("temperature", "latent_guidance")
-
 
 def register(sub) -> None:
     p = sub.add_parser("configure", help="set a PiD release's sampling defaults (temperature, latent guidance)",
@@ -27,19 +25,21 @@ def run(args) -> int:
     from dataclasses import replace
 
     from pixdiff.decoder import load_decoder, save_decoder
+    from pixdiff.decoder.pid import SAMPLING_FIELDS
     from pixdiff.errors import InputError
 
     if (Path(args.decoder) / "state.pt").exists():
         raise InputError(f"{args.decoder} is a training run; configure its release (RUN/weights) instead")
     dec = load_decoder(args.decoder)
-    new = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
+    new = {k: getattr(args, k) for k in SAMPLING_FIELDS if getattr(args, k) is not None}
     if not new:
         raise InputError("nothing to set: give --temperature and/or --latent-guidance")
     dec.sampling(new.get("temperature"), new.get("latent_guidance"))  # the same range checks as decode's
-    before = {k: getattr(dec.cfg, k) for k in SETTINGS}
+    before = {k: getattr(dec.cfg, k) for k in SAMPLING_FIELDS}
     dec.model.cfg = replace(dec.cfg, **new)
     save_decoder(dec.model, args.out)
-    after = {k: getattr(dec.model.cfg, k) for k in SETTINGS}
+    after = {k: getattr(dec.model.cfg, k) for k in SAMPLING_FIELDS}
     emit(args, {"decoder": dec.name, "out": str(args.out), "before": before, "after": after},
-         f"{dec.name} -> {args.out}: " + ", ".join(f"{k} {before[k]:g} -> {after[k]:g}" for k in SETTINGS))
+         f"{dec.name} -> {args.out}: "
+         + ", ".join(f"{k} {before[k]:g} -> {after[k]:g}" for k in SAMPLING_FIELDS))
     return 0

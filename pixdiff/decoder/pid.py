@@ -26,6 +26,7 @@ from pixdiff.nn.pixel_dit import PixelDiT, PixelDiTConfig
 KIND = "pid-decoder"
 # measured: 12 Euler steps beat 25 on PSNR, LQ PSNR and Frechet at 256^2 and 512^2 (docs/benchmarks.md)
 DEFAULT_STEPS = 12
+SAMPLING_FIELDS = ("temperature", "latent_guidance")  # a release's sampling defaults (`pixdiff configure`)
 DEFAULT_BACK_PROJECTION = 1  # one round: +0.9-1.7 dB LQ PSNR and PSNR for a little detail (docs/benchmarks.md)
 
 
@@ -48,7 +49,7 @@ class PiDConfig:
     shift: float = 2.0  # time shift at 256^2 output, growing with the side length (resolution_shift)
     latent_std: float = 1.0  # measured on training latents: a guard against latents of another space
     text_encoder: str | None = None  # optional caption conditioning (net.text_dim > 0): "all-MiniLM-L6-v2"
-    # sampling defaults of this release (decode's None), set with `pixdiff configure`: chosen on training photos
+    # SAMPLING_FIELDS: this release's defaults for decode's None, set with `pixdiff configure` (training photos)
     temperature: float = 1.0
     latent_guidance: float = 1.0
 

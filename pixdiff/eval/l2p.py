@@ -71,11 +71,6 @@ def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, st
     return images
 
 
-def judge(images: torch.Tensor, prompts: list[str], per_prompt: int) -> list[dict]:
-    """The checker's report on each image (in job_prompts' order)."""
-    return [check(im, p) for im, p in zip(images, job_prompts(prompts, per_prompt))]
-
-
 def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> dict:
     """What the objects look like, whether or not the prompt passes: objects found per image against objects asked,
     how many of those found are of a colour the caption does not name (stray: wrong colours, colour fringes), and
@@ -102,11 +97,11 @@ def summarize(ok: list[bool], prompts: list[str], per_prompt: int) -> dict:
             "by_category": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_cat.items())}, "n": len(ok)}
 
 
-def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> dict:
-    """summarize and object_stats of the checker's reports, and the verdicts themselves ("ok")."""
-    reports = judge(images, prompts, per_prompt)
+def geneval_lite(images: torch.Tensor, prompts: list[str], per_prompt: int) -> tuple[dict, list[bool]]:
+    """summarize and object_stats of the checker's report on each image, and each verdict (job_prompts' order)."""
+    reports = [check(im, p) for im, p in zip(images, job_prompts(prompts, per_prompt))]
     ok = [r["ok"] for r in reports]
-    return {**summarize(ok, prompts, per_prompt), **object_stats(reports, prompts, per_prompt), "ok": ok}
+    return {**summarize(ok, prompts, per_prompt), **object_stats(reports, prompts, per_prompt)}, ok
 
 
 def paired(student_ok: list[bool], source_ok: list[bool]) -> dict:
@@ -123,10 +118,9 @@ def reference(source, n: int, seed: int, size: int, device="cpu") -> dict:
     """The checker on n random ground-truth renders and on the same renders encoded and decoded by `source`."""
     images, captions = scene_batch(n, np.random.default_rng(seed), size)
     rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
-    drop_ok = lambda r: {k: v for k, v in r.items() if k != "ok"}  # noqa: E731
-    return {"renders": drop_ok(geneval_lite(images, captions, 1)),
+    return {"renders": geneval_lite(images, captions, 1)[0],
             "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
-                          **drop_ok(geneval_lite(rt, captions, 1))}}
+                          **geneval_lite(rt, captions, 1)[0]}}
 
 
 def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0, steps=None,
@@ -135,8 +129,7 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     source samples it once."""
     prompts = heldout_prompts(n_prompts)
     ref = cached_samples(source, prompts, per_prompt, seed, steps, cfg, cache, progress)
-    src = geneval_lite(ref, prompts, per_prompt)
-    ref_ok = src.pop("ok")
+    src, ref_ok = geneval_lite(ref, prompts, per_prompt)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
               "source": {"name": source.name, **src}, "students": {},
               "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size, source.device)}
@@ -148,9 +141,8 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
         if ims.shape[-2:] != ref.shape[-2:]:  # a grown student (transfer --grow): scored at the source's size
             ims = F.interpolate(ims, size=ref.shape[-2:], mode="area")
         samples[name] = ims
-        r = {"size": st.cfg.size, **geneval_lite(ims, prompts, per_prompt)}
-        ok = r.pop("ok")
-        r["vs_source"] = paired(ok, ref_ok)
+        stats, ok = geneval_lite(ims, prompts, per_prompt)
+        r = {"size": st.cfg.size, **stats, "vs_source": paired(ok, ref_ok)}
         r["retention"] = retention(r["accuracy"], result["source"]["accuracy"])
         if features is not None:
             r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)

@@ -20,6 +20,7 @@ import torch
 from pixdiff.data.crops import RandomCrops, step_generator
 from pixdiff.data.images import downsample
 from pixdiff.decoder import PiD, PiDConfig, save_decoder
+from pixdiff.decoder.pid import SAMPLING_FIELDS
 from pixdiff.errors import InputError
 from pixdiff.flow.loss import velocity_loss
 from pixdiff.flow.schedule import sample_t_logit_normal
@@ -154,9 +155,9 @@ def init_from_release(model: PiD, name_or_path) -> None:
     from pixdiff.decoder import load_decoder
 
     other = load_decoder(name_or_path).model
-    neutral = {"latent_std": 1.0, "temperature": 1.0, "latent_guidance": 1.0}
-    mine, theirs = asdict(replace(model.cfg, **neutral)), asdict(replace(other.cfg, **neutral))
-    diff = sorted(k for k in mine if mine[k] != theirs[k])
+    mine, theirs = asdict(model.cfg), asdict(other.cfg)
+    ignored = {"latent_std", *SAMPLING_FIELDS}
+    diff = sorted(k for k in mine if k not in ignored and mine[k] != theirs[k])
     if diff == ["rgb_head"]:  # a new LQ head (--lq-head): everything else from the release, of the head the tensors
         # whose name and shape match (taef2 -> taef2-sigma keeps the fine-tuned decoder), the rest as initialised
         mine_sd = model.state_dict()
