@@ -7,16 +7,17 @@ from PIL import Image
 
 from pixdiff.cli.main import build_parser, main
 
-COMMANDS = ["info", "roundtrip", "train", "upscale", "encode", "decode", "generate", "transfer", "synth", "demo"]
+SEEDED = ["roundtrip", "train", "upscale", "encode", "decode", "generate", "transfer", "synth", "demo"]
+UNSEEDED = [["info"], ["configure"], ["bench", "generate"]]  # nothing random in them: no --seed to mislead
 
 
-@pytest.mark.parametrize("cmd", COMMANDS)
-def test_every_command_has_help_json_and_seed(cmd, capsys):
+@pytest.mark.parametrize("cmd", [[c] for c in SEEDED] + UNSEEDED)
+def test_every_command_has_help_json_and_seed_where_it_draws(cmd, capsys):
     with pytest.raises(SystemExit) as e:
-        main([cmd, "--help"])
+        main([*cmd, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--json" in out and "--seed" in out
+    assert "--json" in out and ("--seed" in out) == (cmd[0] in SEEDED)
 
 
 def test_info_json(capsys):
@@ -82,7 +83,7 @@ def test_train_dry_run_prints_resolved_config(tmp_path, capsys):
 
 def test_parser_lists_all_commands():
     help_text = build_parser().format_help()
-    assert all(c in help_text for c in COMMANDS)
+    assert all(c in help_text for c in SEEDED + ["info", "configure", "bench"])
 
 
 def test_resume_accepts_options_added_since_when_they_keep_their_default(tmp_path):

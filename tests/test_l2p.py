@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from pixdiff.cli.main import main
 from pixdiff.data.shapes import parse
@@ -89,6 +90,12 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert json.loads((root / "student" / "transfer_report.json").read_text())["new"] == rep["new"]
     saved = json.loads((root / "student" / "config.json").read_text())["transformer"]
     assert saved["in_channels"] == 3 and not [k for k in saved if k.startswith("_")]  # no hash-ordered diffusers keys
+    # --seed draws the new tensors only: copied ones stay the source's
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "s1"), "--seed", "1"]) == 0
+    a, b = (load_file(root / d / "model.safetensors") for d in ("student", "s1"))
+    new = {n if n.startswith("head.") else f"transformer.{n}" for n in rep["new"]}
+    differ = {k for k in a if not torch.equal(a[k], b[k])}
+    assert "transformer.all_x_embedder.16-1.weight" in differ and differ <= new  # (zero-initialised ones stay equal)
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--out", str(root / "l2p"), "--no-progress"]) == 0
     gen = load_generator(root / "l2p" / "weights")

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser, seed: int | None = 0) -> None:
+    """--json, and --seed with this default (None: the command draws nothing at random, so it has no --seed)."""
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="machine-readable result: on stdout, or into FILE when one is given")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed reproduces the output")
+    if seed is not None:
+        p.add_argument("--seed", type=int, default=seed,
+                       help=f"random seed (default {seed}); the same seed reproduces the output")
 
 
 def emit(args, result: dict, human: str | None = None) -> None:

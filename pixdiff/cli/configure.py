@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--latent-guidance", type=float,
                    help="default guidance against the latent-dropped model (1: off; > 1 doubles the network calls)")
     p.add_argument("--out", type=Path, required=True, help="release folder to write")
-    add_common(p)
+    add_common(p, seed=None)
     p.set_defaults(func=run)
 
 

@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--shift", type=float, help="time shift for the student's training and sampling (default: the "
                                                 "source's). Pixels are more redundant than latents, so the layout is "
                                                 "decided at higher noise; L2P raises the shift with resolution")
-    add_common(p)
+    add_common(p, seed=42)  # seeds the new tensors' initialisation; 42 made every documented student
     p.set_defaults(func=run_transfer)
 
     p = sub.add_parser("synth", help="L2P's synthetic training set, rendered by a source generator",
@@ -86,7 +86,7 @@ def run_grow(args) -> int:
     gen = load_generator(args.source)
     if not gen.pixel:
         raise InputError(f"--grow needs an L2P student as --source; {gen.name} is a latent generator")
-    student, report = grow_student(gen.velocity, args.grow)
+    student, report = grow_student(gen.velocity, args.grow, seed=args.seed)
     cfg = replace(gen.cfg, size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
                   head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
@@ -113,7 +113,7 @@ def run_transfer(args) -> int:
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(family_of(transformer).blocks(transformer))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
-    student, report = transfer(transformer, factor, n_train, seed=42, patch=args.patch, head=args.head,
+    student, report = transfer(transformer, factor, n_train, seed=args.seed, patch=args.patch, head=args.head,
                                prediction=args.prediction)
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
