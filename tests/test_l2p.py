@@ -206,6 +206,39 @@ def test_object_stats_count_objects_and_measure_their_area():
     blue, _ = geneval_lite(ims, ["one blue square"] * 2, per_prompt=1)
     assert r["stray"] == 0.0 and blue["stray"] == 1.5 and blue["median_area"] is None  # no blue object to measure
     assert 1.0 <= r["median_area"] / (20**2 / 128**2) < 1.15  # the median of about 400, 400 and 1600 pixels
+    assert (r["extra"], r["missing"], blue["extra"], blue["missing"]) == (0.5, 0.0, 0.0, 1.0)
+    # a yellow strip 2 px from the red square is a fringe (touching); the same strip far from it is an object apart
+    fringe, apart = one.copy(), one.copy()
+    fringe[32:48, 52:57] = apart[100:116, 100:105] = (255, 255, 0)
+    ims = torch.from_numpy(np.stack([fringe, apart])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    r, ok = geneval_lite(ims, ["one red square"] * 2, per_prompt=1)
+    assert ok == [False, False] and r["stray"] == 1.0 and r["stray_touching"] == 0.5
+
+
+def test_configure_sets_a_generators_sampling_defaults(chain, tmp_path, capsys):
+    """`pixdiff configure` on a generator: shift, steps and cfg go into config.json, the weights stay bit-identical,
+    and sampling with the copy equals sampling the original with those settings."""
+    from dataclasses import replace
+
+    src = chain / "ldm" / "weights"
+    assert main(["configure", str(src), "--shift", "2", "--steps", "3", "--out", str(tmp_path / "g"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["before"]["shift"] == 1.0 and report["after"] == {**report["before"], "shift": 2.0, "steps": 3}
+    a, b = load_file(src / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    old, new = load_generator(src), load_generator(tmp_path / "g")
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    x = new.generate(["two red circles"], generator=g())
+    assert not torch.equal(x, old.generate(["two red circles"], steps=3, generator=g()))  # the shift changes it
+    old.cfg = replace(old.cfg, shift=2.0)
+    assert torch.equal(x, old.generate(["two red circles"], steps=3, generator=g()))
+    for bad, err in ((["--temperature", "0.5"], "--temperature does not apply to"),
+                     (["--shift", "0"], "--shift must be > 0, got 0.0"),
+                     (["--cfg", "0.5"], "--cfg must be >= 1, got 0.5"),
+                     ([], "nothing to set: give --shift and/or --steps and/or --cfg")):
+        assert main(["configure", str(src), *bad, "--out", str(tmp_path / "x")]) == 2
+        assert err in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):

@@ -348,6 +348,8 @@ def test_configure_sets_the_releases_sampling_defaults_and_keeps_its_weights(tmp
                       "latent guidance must be in [0, 10], got -1.0")):
         assert main(["configure", str(src), *bad]) == 2
         assert err in capsys.readouterr().err
+    assert main(["configure", str(src), "--shift", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--shift does not apply to" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -206,6 +206,10 @@ class Found:
     cx: float
     cy: float
     area: int
+    touching: bool = False  # another blob within TOUCH px: a fringe or a piece of one object, never a scene's object
+
+
+TOUCH = 3  # pixels; under half the world's gap between objects (GAP), so two objects of a true scene never touch
 
 
 BLURS = (0.0, 1.0, 2.0, 3.0)  # pixels of Gaussian blur: a decoder's soft edges must not change the shape read
@@ -262,7 +266,7 @@ def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
     names, hues = list(COLOURS), np.array(list(COLOURS.values()), np.float32)
     dist = np.abs((hue[..., None] - hues + 180) % 360 - 180)  # (H, W, 6)
     label = dist.argmin(-1)
-    found, pad = [], 4
+    found, masks, pad = [], [], 4
     for i, name in enumerate(names):
         mask = ndimage.binary_opening(fg & (label == i), iterations=1)
         blobs, n = ndimage.label(mask)
@@ -270,6 +274,7 @@ def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
             blob = blobs[sl] == j
             if blob.sum() < min_area:
                 continue
+            masks.append(blobs == j)
             # the blob's window, widened by pad: its half-peak mask, kept near the blob (neighbours are >= 6 px away)
             wy = slice(max(sl[0].start - pad, 0), sl[0].stop + pad)
             wx = slice(max(sl[1].start - pad, 0), sl[1].stop + pad)
@@ -280,11 +285,14 @@ def segment(image: np.ndarray, min_area: float = 40 / 128**2) -> list[Found]:
             ys, xs = np.nonzero(blob)
             found.append(Found(name, classify(half if half.any() else blob), sl[1].start + xs.mean(),
                                sl[0].start + ys.mean(), int(blob.sum())))
+    for k, m in enumerate(masks):
+        near = ndimage.binary_dilation(m, iterations=TOUCH)
+        found[k].touching = any((near & other).any() for o, other in enumerate(masks) if o != k)
     return found
 
 
 def check(image: np.ndarray | torch.Tensor, caption: str) -> dict:
-    """Does the image show what the caption says? Returns {"ok", "counts", "relation", "found", "areas"}.
+    """Does the image show what the caption says? Returns {"ok", "counts", "relation", "found", "areas", "touching"}.
     image: (H, W, 3) uint8, or (3, H, W) float in [-1, 1]."""
     if isinstance(image, torch.Tensor):
         image = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
@@ -304,4 +312,5 @@ def check(image: np.ndarray | torch.Tensor, caption: str) -> dict:
     ok = counts_ok and (req.relation is None or rel_ok)
     return {"ok": bool(ok), "counts": counts_ok, "relation": rel_ok,
             "found": [f"{o.colour} {o.shape}" for o in objs],
-            "areas": [o.area / (image.shape[0] * image.shape[1]) for o in objs]}  # fractions of the image
+            "areas": [o.area / (image.shape[0] * image.shape[1]) for o in objs],  # fractions of the image
+            "touching": [o.touching for o in objs]}

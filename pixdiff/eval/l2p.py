@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,16 +73,30 @@ def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, st
 
 
 def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> dict:
-    """What the objects look like, whether or not the prompt passes: objects found per image against objects asked,
-    how many of those found are of a colour the caption does not name (stray: wrong colours, colour fringes), and
-    the median area of the others (a fraction of the image). Continuous where the pass rate is a few percent."""
+    """What the objects look like, whether or not the prompt passes: objects found per image against objects asked;
+    per asked colour, objects too many (extra: fragments) and too few (missing: merged or absent); how many of
+    those found are of a colour the caption does not name (stray: wrong colours, colour fringes) and how many of
+    these touch another blob (fringes and split objects, which a true scene never has); and the median area of the
+    objects of an asked colour (a fraction of the image). Continuous where the pass rate is a few percent."""
     reqs = [parse(p) for p in job_prompts(prompts, per_prompt)]
-    named = [{colour for colour, _ in req.counts} for req in reqs]
-    stray = [sum(f.split(" ")[0] not in c for f in r["found"]) for r, c in zip(reports, named)]
-    areas = [a for r, c in zip(reports, named) for f, a in zip(r["found"], r["areas"]) if f.split(" ")[0] in c]
-    return {"objects": round(float(np.mean([len(r["areas"]) for r in reports])), 3),
-            "asked": round(float(np.mean([sum(req.counts.values()) for req in reqs])), 3),
-            "stray": round(float(np.mean(stray)), 3),
+    extra, missing, stray, touching, areas = [], [], [], [], []
+    for r, req in zip(reports, reqs):
+        asked = Counter()
+        for (colour, _), n in req.counts.items():
+            asked[colour] += n
+        colours = [f.split(" ")[0] for f in r["found"]]
+        found = Counter(colours)
+        extra.append(sum(max(found[c] - n, 0) for c, n in asked.items()))
+        missing.append(sum(max(n - found[c], 0) for c, n in asked.items()))
+        stray.append(sum(c not in asked for c in colours))
+        touching.append(sum(c not in asked and t for c, t in zip(colours, r["touching"])))
+        areas += [a for c, a in zip(colours, r["areas"]) if c in asked]
+    def mean(v: list) -> float:
+        return round(float(np.mean(v)), 3)
+
+    return {"objects": mean([len(r["areas"]) for r in reports]),
+            "asked": mean([sum(req.counts.values()) for req in reqs]),
+            "extra": mean(extra), "missing": mean(missing), "stray": mean(stray), "stray_touching": mean(touching),
             "median_area": round(float(np.median(areas)), 4) if areas else None}
 
 
@@ -161,13 +176,15 @@ def markdown_table(result: dict) -> str:
 
     def row(name: str, r: dict, tail: str) -> str:
         by_cat = " | ".join(str(r["by_category"].get(c, "")) for c in cats)
-        objects = (f"{r['objects']} / {r['asked']} | {r['stray']} | {r['median_area']}" if "objects" in r
-                   else " | | ")  # (JSON written before these columns)
+        objects = (f"{r['objects']} / {r['asked']} | {r.get('extra', '')} / {r.get('missing', '')} | {r['stray']}"
+                   f" ({r.get('stray_touching', '')}) | {r['median_area']}" if "objects" in r
+                   else " | | | ")  # (JSON written before these columns)
         return f"| {name} | {r['accuracy']} ± {r['se']} | {by_cat} | {objects} | {tail} |"
 
-    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | of a colour not "
-            "asked | median area of the others | retention | vs source: gained / lost (z) | Frechet to source |")
-    lines = [head, "|---" * (len(cats) + 8) + "|"]
+    head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | asked colours: extra"
+            " / missing | of a colour not asked (touching another) | median area of the others | retention | vs "
+            "source: gained / lost (z) | Frechet to source |")
+    lines = [head, "|---" * (len(cats) + 9) + "|"]
     s = result["source"]
     lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
