@@ -226,11 +226,15 @@ def test_configure_sets_a_generators_sampling_defaults(chain, tmp_path, capsys):
     assert report["before"]["shift"] == 1.0 and report["after"] == {**report["before"], "shift": 2.0, "steps": 3}
     a, b = load_file(src / "model.safetensors"), load_file(tmp_path / "g" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    saved = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert (saved["shift"], saved["sample_shift"]) == (1.0, 2.0)  # the training shift stays for runs started from it
+    assert main(["transfer", "--source", str(tmp_path / "g"), "--out", str(tmp_path / "st")]) == 0
+    assert "sample_shift" not in json.loads((tmp_path / "st" / "config.json").read_text())  # new weights: unset
     old, new = load_generator(src), load_generator(tmp_path / "g")
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     x = new.generate(["two red circles"], generator=g())
     assert not torch.equal(x, old.generate(["two red circles"], steps=3, generator=g()))  # the shift changes it
-    old.cfg = replace(old.cfg, shift=2.0)
+    old.cfg = replace(old.cfg, shift=2.0)  # sampling at the training shift 2 draws the same grid
     assert torch.equal(x, old.generate(["two red circles"], steps=3, generator=g()))
     for bad, err in ((["--temperature", "0.5"], "--temperature does not apply to"),
                      (["--shift", "0"], "--shift must be > 0, got 0.0"),

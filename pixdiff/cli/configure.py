@@ -25,8 +25,8 @@ def register(sub) -> None:
     g.add_argument("--latent-guidance", type=float,
                    help="default guidance against the latent-dropped model (1: off; > 1 doubles the network calls)")
     g = p.add_argument_group("generators (ldm, l2p)")
-    g.add_argument("--shift", type=float, help="sampling time shift (> 0; higher spends more steps at high noise). "
-                                               "Also the shift a training run started from this release uses")
+    g.add_argument("--shift", type=float, help="sampling time shift (> 0; higher spends more steps at high noise); "
+                                               "the release keeps its training shift for runs started from it")
     g.add_argument("--steps", type=int, help="default sampling steps (>= 1)")
     g.add_argument("--cfg", type=float, help="default classifier-free guidance scale (>= 1; 1 = off)")
     p.add_argument("--out", type=Path, required=True, help="release folder to write")
@@ -87,6 +87,7 @@ def configure_generator(folder: Path, new: dict, out: Path) -> tuple[dict, dict]
             raise InputError(f"--{k} must be {rule}, got {v}")
     config, state = load_release(folder)
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-    before = {k: config[k] for k in GENERATOR_FIELDS}
-    save_release(state, {**config, **new}, out, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
+    before = {"shift": config.get("sample_shift") or config["shift"], "steps": config["steps"], "cfg": config["cfg"]}
+    stored = {("sample_shift" if k == "shift" else k): v for k, v in new.items()}  # "shift" stays the training shift
+    save_release(state, {**config, **stored}, out, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
     return before, {**before, **new}

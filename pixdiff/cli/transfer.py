@@ -88,7 +88,8 @@ def run_grow(args) -> int:
         raise InputError(f"--grow needs an L2P student as --source; {gen.name} is a latent generator")
     student, report = grow_student(gen.velocity, args.grow, seed=args.seed)
     cfg = replace(gen.cfg, size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
-                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift)
+                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift,
+                  sample_shift=None)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "size": cfg.size}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
@@ -121,7 +122,7 @@ def run_transfer(args) -> int:
     cfg = replace(gcfg, kind="l2p", transformer=dict(student.transformer.config),
                   family=type(student.transformer).__name__, head=args.head,
                   head_channels=list(getattr(student.head, "channels", [])),
-                  n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift)
+                  n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift, sample_shift=None)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")

@@ -32,7 +32,8 @@ class GeneratorConfig:
     size: int = 128  # image side in pixels
     text_encoder: str = "all-MiniLM-L6-v2"
     max_tokens: int = 32
-    shift: float = 1.0
+    shift: float = 1.0  # training shift, and sampling shift unless sample_shift is set
+    sample_shift: float | None = None  # a sampling shift of its own, set by `pixdiff configure --shift`
     steps: int = 30
     cfg: float = 4.0
     family: str = "ZImageTransformer2DModel"  # l2p: the transformer's class
@@ -42,7 +43,10 @@ class GeneratorConfig:
     prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P) or "x" (clean image, JiT)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "transformer": stored_transformer_config(self.transformer)}
+        d = {**asdict(self), "transformer": stored_transformer_config(self.transformer)}
+        if d["sample_shift"] is None:  # unset: releases (and sample-cache keys) stay as they were before the field
+            del d["sample_shift"]
+        return d
 
 
 def stored_transformer_config(config) -> dict:
@@ -97,7 +101,7 @@ class Generator:
         uncond = [s.to(dev) for s in self.text.encode([""])] * n
         c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // f)
         x = torch.randn(n, c, side, side, generator=generator).to(dev)
-        grid = timesteps(steps, self.cfg.shift)[: (stop_at or steps) + 1].to(dev)
+        grid = timesteps(steps, self.cfg.sample_shift or self.cfg.shift)[: (stop_at or steps) + 1].to(dev)
 
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
 
