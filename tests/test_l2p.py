@@ -230,6 +230,11 @@ def test_configure_sets_a_generators_sampling_defaults(chain, tmp_path, capsys):
     assert (saved["shift"], saved["sample_shift"]) == (1.0, 2.0)  # the training shift stays for runs started from it
     assert main(["transfer", "--source", str(tmp_path / "g"), "--out", str(tmp_path / "st")]) == 0
     assert "sample_shift" not in json.loads((tmp_path / "st" / "config.json").read_text())  # new weights: unset
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "g"), "--prompt", "two red circles", "--out",
+                 str(tmp_path / "im"), "--json"]) == 0
+    sampling = json.loads(capsys.readouterr().out)["sampling"]  # what made the images, as resolved
+    assert sampling == {"steps": 3, "cfg": report["before"]["cfg"], "shift": 2.0, "seed": 0}
     old, new = load_generator(src), load_generator(tmp_path / "g")
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     x = new.generate(["two red circles"], generator=g())
