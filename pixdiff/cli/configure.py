@@ -78,6 +78,7 @@ def configure_generator(folder: Path, new: dict, out: Path) -> tuple[dict, dict]
     import torch
 
     from pixdiff.errors import InputError
+    from pixdiff.ldm.generator import GeneratorConfig
     from pixdiff.release import load_release, save_release
 
     limits = {"shift": (lambda v: v > 0, "> 0"), "steps": (lambda v: v >= 1, ">= 1"), "cfg": (lambda v: v >= 1, ">= 1")}
@@ -87,7 +88,7 @@ def configure_generator(folder: Path, new: dict, out: Path) -> tuple[dict, dict]
             raise InputError(f"--{k} must be {rule}, got {v}")
     config, state = load_release(folder)
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-    before = {"shift": config.get("sample_shift") or config["shift"], "steps": config["steps"], "cfg": config["cfg"]}
+    before = GeneratorConfig(**config).sampling()
     stored = {("sample_shift" if k == "shift" else k): v for k, v in new.items()}  # "shift" stays the training shift
     save_release(state, {**config, **stored}, out, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
     return before, {**before, **new}

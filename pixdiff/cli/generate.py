@@ -61,8 +61,7 @@ def run(args) -> int:
             dst = save_image(im, args.out / f"{slug(p)}-{i}.png")
             results.append({"prompt": p, "output": str(dst)})
     via = None if gen.pixel else args.decoder  # an L2P student makes pixels itself
-    sampling = {"steps": args.steps or gen.cfg.steps, "cfg": gen.cfg.cfg if args.cfg is None else args.cfg,
-                "shift": gen.cfg.sample_shift or gen.cfg.shift, "seed": args.seed}  # what made these images
+    sampling = {**gen.cfg.sampling(args.steps, args.cfg), "seed": args.seed}  # what made these images
     emit(args, {"model": gen.name, "decoder": via, "sampling": sampling, "images": results},
          f"{len(results)} images from {gen.name} ({via or 'pixels'}; "
          + ", ".join(f"{k} {v:g}" for k, v in sampling.items()) + f") -> {args.out}/")

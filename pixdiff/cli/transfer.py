@@ -76,8 +76,6 @@ def load_source(name: str, vae_factor: int):
 
 
 def run_grow(args) -> int:
-    from dataclasses import replace
-
     from pixdiff.errors import InputError
     from pixdiff.ldm.generator import load_generator
     from pixdiff.release import save_release
@@ -87,9 +85,8 @@ def run_grow(args) -> int:
     if not gen.pixel:
         raise InputError(f"--grow needs an L2P student as --source; {gen.name} is a latent generator")
     student, report = grow_student(gen.velocity, args.grow, seed=args.seed)
-    cfg = replace(gen.cfg, size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
-                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift,
-                  sample_shift=None)
+    cfg = gen.cfg.for_new_weights(size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
+                                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "size": cfg.size}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
@@ -99,8 +96,6 @@ def run_grow(args) -> int:
 
 
 def run_transfer(args) -> int:
-    from dataclasses import replace
-
     from pixdiff.errors import InputError
     from pixdiff.ldm.generator import GeneratorConfig
     from pixdiff.release import save_release
@@ -119,10 +114,10 @@ def run_transfer(args) -> int:
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
         gcfg = GeneratorConfig()
-    cfg = replace(gcfg, kind="l2p", transformer=dict(student.transformer.config),
-                  family=type(student.transformer).__name__, head=args.head,
-                  head_channels=list(getattr(student.head, "channels", [])),
-                  n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift, sample_shift=None)
+    cfg = gcfg.for_new_weights(kind="l2p", transformer=dict(student.transformer.config),
+                               family=type(student.transformer).__name__, head=args.head,
+                               head_channels=list(getattr(student.head, "channels", [])),
+                               n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")

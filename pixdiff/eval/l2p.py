@@ -91,6 +91,7 @@ def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> di
         stray.append(sum(c not in asked for c in colours))
         touching.append(sum(c not in asked and t for c, t in zip(colours, r["touching"])))
         areas += [a for c, a in zip(colours, r["areas"]) if c in asked]
+
     def mean(v: list) -> float:
         return round(float(np.mean(v)), 3)
 

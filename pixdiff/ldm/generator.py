@@ -10,7 +10,7 @@ model.safetensors.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +41,16 @@ class GeneratorConfig:
     head_channels: list = field(default_factory=list)  # l2p: Detailer Head
     n_train: int = 0  # l2p: shallow blocks trained at each end
     prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P) or "x" (clean image, JiT)
+
+    def sampling(self, steps: int | None = None, cfg: float | None = None) -> dict:
+        """The settings a sampling call uses: the arguments given, else this release's defaults."""
+        return {"steps": steps or self.steps, "cfg": self.cfg if cfg is None else cfg,
+                "shift": self.sample_shift or self.shift}
+
+    def for_new_weights(self, **changes) -> GeneratorConfig:
+        """This config for other weights (a transfer, a grown or trained student): a sampling shift chosen for these
+        weights does not carry over."""
+        return replace(self, sample_shift=None, **changes)
 
     def to_dict(self) -> dict:
         d = {**asdict(self), "transformer": stored_transformer_config(self.transformer)}
@@ -92,7 +102,7 @@ class Generator:
                        generator: torch.Generator | None = None, stop_at: int | None = None,
                        progress: bool = False) -> tuple[torch.Tensor, float]:
         """Samples (B, C, h, w) (images for l2p) and their noise level: 0 after all steps, t_K after K = stop_at."""
-        steps, cfg = steps or self.cfg.steps, self.cfg.cfg if cfg is None else cfg
+        steps, cfg, shift = self.cfg.sampling(steps, cfg).values()
         if stop_at is not None and not 0 < stop_at <= steps:
             raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
         src, f = self.cfg.latent_source, self.cfg.latent_source["factor"]
@@ -101,7 +111,7 @@ class Generator:
         uncond = [s.to(dev) for s in self.text.encode([""])] * n
         c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // f)
         x = torch.randn(n, c, side, side, generator=generator).to(dev)
-        grid = timesteps(steps, self.cfg.sample_shift or self.cfg.shift)[: (stop_at or steps) + 1].to(dev)
+        grid = timesteps(steps, shift)[: (stop_at or steps) + 1].to(dev)
 
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
 

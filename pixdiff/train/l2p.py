@@ -7,7 +7,7 @@ scenes instead (real data: the ablation).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,4 +71,4 @@ class L2PTask:
         return flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g).mean(), {}
 
     def export(self, model, out_dir: Path) -> None:
-        save_release(model.state_dict(), replace(self.gcfg, sample_shift=None).to_dict(), out_dir)  # new weights
+        save_release(model.state_dict(), self.gcfg.for_new_weights().to_dict(), out_dir)
