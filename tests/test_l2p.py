@@ -99,7 +99,13 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--out", str(root / "l2p"), "--no-progress"]) == 0
     gen = load_generator(root / "l2p" / "weights")
-    assert gen.pixel
+    assert gen.pixel and gen.cfg.shift == load_generator(root / "student").cfg.shift == 1.0
+    # --shift trains a student on at another shift and records it in the new weights (which then sample at it)
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "l2p" / "weights"), "--data",
+                 str(root / "synth"), "--shift", "2.5", "--steps", "1", "--out", str(root / "l2p-s2.5"),
+                 "--no-progress"]) == 0
+    assert json.loads((root / "l2p-s2.5" / "config.json").read_text())["model_config"]["shift"] == 2.5
+    assert load_generator(root / "l2p-s2.5" / "weights").cfg.sampling()["shift"] == 2.5
     im = gen.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0))
     assert im.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="generates pixels directly"):
@@ -277,9 +283,8 @@ def test_train_ldm_fine_tunes_a_released_generator_at_another_shift(chain, tmp_p
     capsys.readouterr()
     assert main(["train", "ldm", "--preset", "small", "--init", str(src), "--out", str(tmp_path / "a")]) == 2
     assert "not a latent generator of this preset (small, 128^2)" in capsys.readouterr().err
-    assert main(["train", "l2p", "--preset", "tiny", "--init", str(src), "--data", "shapes", "--shift", "3",
-                 "--out", str(tmp_path / "b")]) == 2
-    assert "set by `pixdiff transfer --shift`" in capsys.readouterr().err
+    assert main(["train", "vae", "--preset", "tiny", "--shift", "3", "--out", str(tmp_path / "b")]) == 2
+    assert "--shift is for pid, ldm and l2p runs, not vae" in capsys.readouterr().err
     assert main(["train", "ldm", "--preset", "tiny", "--shift", "-1", "--out", str(tmp_path / "c")]) == 2
     assert "--shift must be positive, got -1" in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in "abc")  # refused before anything was written

@@ -29,8 +29,9 @@ def register(sub) -> None:
                                               "released weights of the same preset and source to start from (a GPU "
                                               "run, or a shipped model to fine-tune)")
     p.add_argument("--shift", type=float,
-                   help="pid / ldm: override the preset's timestep shift for training (ldm: also its sampling shift); "
-                        "an l2p student's shift is set by `pixdiff transfer --shift`")
+                   help="override the timestep shift for training: pid / ldm: the preset's (ldm: also its sampling "
+                        "shift); l2p: the --init student's (set by `pixdiff transfer --shift`), recorded in the new "
+                        "weights, which also sample at it")
     p.add_argument("--full-finetune", action="store_true", help="l2p: train the middle blocks too (ablation)")
     p.add_argument("--augment", action="store_true",
                    help="pid: random 90-degree rotations, flips, colour-channel permutations and saturation of the "
@@ -139,9 +140,8 @@ def run(args) -> int:
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
     if args.shift is not None:
-        if args.model not in ("pid", "ldm"):
-            hint = " (an l2p student's shift is set by `pixdiff transfer --shift`)" if args.model == "l2p" else ""
-            raise InputError(f"--shift is for pid and ldm runs, not {args.model}{hint}")
+        if args.model == "vae":
+            raise InputError("--shift is for pid, ldm and l2p runs, not vae")
         if args.shift <= 0:
             raise InputError(f"--shift must be positive, got {args.shift:g}")
         model_cfg = replace(model_cfg, shift=args.shift)

@@ -1,13 +1,14 @@
 """`pixdiff train l2p`: train an L2P pixel student (made by `pixdiff transfer`) on a synthetic set.
 
-The objective and the shift are the source's (flow-matching velocity loss at logit-normal t), in pixel space;
+The objective and the shift are the source's (flow-matching velocity loss at logit-normal t), in pixel space (the
+shift as the transfer set it, or --shift for a student trained on at another);
 only the shallow blocks, the embedders and the Detailer Head train (the middle blocks stay frozen as the transfer
 recorded); 10% of captions are dropped to the empty prompt for guidance. `--data shapes` trains on rendered
 scenes instead (real data: the ablation).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ class L2PTrainConfig:
     caption_dropout: float = 0.1
     limit: int = 0  # use only the first `limit` images of the synthetic set (0: all)
     full_finetune: bool = False  # ablation: unfreeze the middle blocks too
+    shift: float | None = None  # the training shift when not the student's own (recorded in its export)
 
 
 TRAIN_PRESETS = {
@@ -44,6 +46,8 @@ class L2PTask:
             raise InputError(f"{init} is not an L2P student (kind {student.cfg.kind!r}); make one with "
                              "`pixdiff transfer --source LDM --out DIR`")
         self.gcfg, self.cfg, self.model = student.cfg, cfg, student.velocity.to(self.device)
+        if cfg.shift is not None:
+            self.gcfg = replace(self.gcfg, shift=cfg.shift)
         if cfg.full_finetune:
             self.model.requires_grad_(True)
         self.captions = CaptionStates(student.text, cfg.caption_dropout, self.device)
