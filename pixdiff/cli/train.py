@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def use_bf16(preset_wants: bool, precision: str, device: str) -> bool:
 
 
 def run(args) -> int:
+    began = time.time()
     from pixdiff.errors import InputError
     from pixdiff.train import l2p, ldm, pid, vae
 
@@ -173,8 +175,9 @@ def run(args) -> int:
         task = vae.VAETask(model_cfg, data)
     from pixdiff.train.loop import train
 
+    setup_s = round(time.time() - began, 1)  # imports, weights, data: what a short GPU run must budget for
     summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress,
-                    max_minutes=args.max_minutes)
+                    max_minutes=args.max_minutes) | {"setup_s": setup_s}
     if summary.get("stopped"):
         emit(args, summary, f"stopped at step {summary['steps']} (checkpoint saved); continue with the same command "
                             "and --resume")
@@ -184,5 +187,6 @@ def run(args) -> int:
                             f"{opt.steps}; weights of that step in {summary['weights']} (--resume goes on)")
         return 0
     emit(args, summary, f"trained {args.model} ({args.preset}): {summary['steps']} steps in "
-                        f"{summary['elapsed_s'] / 60:.1f} min; weights in {summary['weights']}")
+                        f"{summary['elapsed_s'] / 60:.1f} min after {setup_s:.0f} s of set-up; weights in "
+                        f"{summary['weights']}")
     return 0
