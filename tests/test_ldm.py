@@ -69,6 +69,11 @@ def test_generation_contract(tiny_generator):
     assert z.shape == (1, 16, 8, 8) and 0 < sigma < 1
     with pytest.raises(InputError, match="needs --decoder"):
         tiny_generator.generate(["x"], stop_at=1)
+    seen = []  # callback: each step's clean-sample prediction; the last step lands on it (Euler to t = 0)
+    z = tiny_generator.sample_latents(["one blue square"], steps=4, generator=g(0),
+                                      callback=lambda i, t, x0: seen.append((i, t, x0)))[0]
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3] and seen[0][1] == 1.0 and seen[-1][1] < seen[-2][1]
+    assert torch.allclose(seen[-1][2], z, atol=1e-6) and not torch.allclose(seen[0][2], z, atol=1e-3)
     with pytest.raises(InputError, match="between 1 and the number of steps"):
         tiny_generator.sample_latents(["x"], steps=3, stop_at=5)
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pixdiff.errors import InputError
 from pixdiff.flow.guidance import classifier_free_guidance
 from pixdiff.flow.schedule import timesteps
+from pixdiff.flow.time import x0_from_velocity
 from pixdiff.ldm.zimage import ZImageVelocity
 
 KINDS = ("ldm", "l2p")
@@ -100,8 +101,9 @@ class Generator:
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
                        generator: torch.Generator | None = None, stop_at: int | None = None,
-                       progress: bool = False) -> tuple[torch.Tensor, float]:
-        """Samples (B, C, h, w) (images for l2p) and their noise level: 0 after all steps, t_K after K = stop_at."""
+                       progress: bool = False, callback=None) -> tuple[torch.Tensor, float]:
+        """Samples (B, C, h, w) (images for l2p) and their noise level: 0 after all steps, t_K after K = stop_at.
+        callback(i, t, x0) sees each step's guided prediction of the clean sample, made at noise level t."""
         steps, cfg, shift = self.cfg.sampling(steps, cfg).values()
         if stop_at is not None and not 0 < stop_at <= steps:
             raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
@@ -116,8 +118,11 @@ class Generator:
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
 
         bar = tqdm(total=len(grid) - 1, disable=not progress, desc=f"{self.name}", leave=False)
-        for t, t_next in zip(grid[:-1], grid[1:]):
-            x = x + (t_next - t) * v(x, t.expand(n))  # Euler
+        for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
+            vt = v(x, t.expand(n))
+            if callback:
+                callback(i, float(t), x0_from_velocity(x, t, vt).cpu())
+            x = x + (t_next - t) * vt  # Euler
             bar.update(1)
         bar.close()
         return x.cpu(), float(grid[-1])
