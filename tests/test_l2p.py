@@ -187,6 +187,24 @@ def test_eval_cache_returns_the_same_samples_and_resamples_a_changed_model(chain
                         progress=False, cache=tmp_path)
 
 
+def test_eval_samples_do_not_depend_on_the_batch(chain):
+    """The noise is drawn per 16 samples, seeded by the block's first index: a GPU's larger batch samples the same
+    images (and so shares the cache), and a block is what `generate` makes from that seed."""
+    from pixdiff.eval.l2p import job_prompts, sample_all
+
+    gen = load_generator(chain / "ldm" / "weights")
+    prompts = ["two red circles", "one blue square", "three green triangles"]
+    a = sample_all(gen, prompts, 7, seed=1, steps=1, progress=False)  # 21 samples: blocks of 16 and 5
+    b = sample_all(gen, prompts, 7, seed=1, steps=1, batch=32, progress=False)
+    assert a.shape == (21, 3, 64, 64) and torch.allclose(a, b, atol=1e-5)
+    block = gen.generate(job_prompts(prompts, 7)[16:], steps=1, generator=torch.Generator().manual_seed(100003 + 16))
+    assert torch.allclose(a[16:], block, atol=1e-5) and not torch.allclose(a[:5], block, atol=1e-2)
+    with pytest.raises(InputError, match="multiple of 16"):
+        sample_all(gen, prompts, 7, seed=1, batch=20, progress=False)
+    with pytest.raises(InputError, match=r"expected \(2, 16, 8, 8\)"):
+        gen.generate(["a", "b"], noise=torch.zeros(2, 3, 64, 64))
+
+
 def test_geneval_lite_statistics_are_the_binomial_and_mcnemar_ones():
     from pixdiff.eval.l2p import paired, summarize
 

@@ -36,9 +36,10 @@ def test_zimage_wrapper_uses_pixdiff_time_and_velocity_conventions():
 @pytest.mark.parametrize("channels, patch, side", [(16, 2, 16), (16, 2, 8), (3, 16, 64)])
 @pytest.mark.parametrize("lengths", [[5, 5, 5], [3, 40, 7], [32, 31, 1], [33, 64, 70]])
 def test_batched_forward_is_the_diffusers_forward(channels, patch, side, lengths):
-    """zimage_forward (one batch, masks) computes exactly what diffusers' list forward does: images whose token
-    count is or is not a multiple of 32, captions of equal and of different padded lengths; random weights, since
-    Z-Image's zero-initialised output layer would hide any mistake."""
+    """zimage_forward (one batch, masks) computes what diffusers' list forward does: images whose token count is or
+    is not a multiple of 32, captions of equal and of different padded lengths; random weights, since Z-Image's
+    zero-initialised output layer would hide any mistake. Bit-identical on AVX2 CPUs; on AVX-512 ones a kernel of
+    another shape rounds one case differently (by 1 ulp), so the bound is 1e-6, where a mistake shows as > 1e-2."""
     torch.manual_seed(0)
     model = build_zimage("tiny", channels, 384, patch).eval()
     for prm in model.parameters():
@@ -48,7 +49,7 @@ def test_batched_forward_is_the_diffusers_forward(channels, patch, side, lengths
     with torch.no_grad():
         ref = model(list(x.unsqueeze(2).unbind(0)), t, caps, patch_size=patch, return_dict=False)[0]
         out = zimage_forward(model, x, t, caps)
-    assert out.abs().max() > 0.1 and torch.equal(out, torch.stack(ref).squeeze(2))
+    assert out.abs().max() > 0.1 and (out - torch.stack(ref).squeeze(2)).abs().max() <= 1e-6
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,9 @@ def register(sub) -> None:
                    help="keep every model's samples in this folder (about 160 MB per model at 200 prompts), named by "
                         "a hash of its weights and the sampling settings: a later eval with the same source samples "
                         "only the new students")
+    e.add_argument("--batch", type=int, default=16,
+                   help="samples per forward pass (default 16; a multiple of 16, e.g. 128 on a GPU): the noise is "
+                        "drawn per 16 samples, so the samples, and the cache, do not depend on it")
     add_device(e, "sample")
     add_common(e)
     e.set_defaults(func=run_l2p)
@@ -137,7 +140,7 @@ def run_l2p(args) -> int:
         st.name = name  # runs/s2/student/weights and runs/s3/student/weights: columns s2/student and s3/student
     features = frechet_features(args.taef2)
     r = evaluate_l2p(source, students, args.prompts, args.per_prompt, args.seed, args.steps, args.cfg, features,
-                     progress=args.json != "-", cache=args.cache)
+                     progress=args.json != "-", cache=args.cache, batch=args.batch)
     samples = r.pop("samples")
     if args.sheet:
         from pixdiff.eval.sheet import image_sheet

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pixdiff.data.shapes import check, parse, scene_batch
+from pixdiff.errors import InputError
 from pixdiff.eval.metrics import frechet_distance, psnr
 from pixdiff.transfer.synth import heldout_prompts
 
@@ -26,16 +27,26 @@ def job_prompts(prompts: list[str], per_prompt: int) -> list[str]:
     return [p for _ in range(per_prompt) for p in prompts]
 
 
+SEED_BLOCK = 16  # noise is drawn per block of this many samples, seeded by (seed, the block's first index)
+
+
 @torch.no_grad()
-def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None, batch: int = 16,
-               progress: bool = True) -> torch.Tensor:
-    """per_prompt images for every prompt, (len(prompts) * per_prompt, 3, H, W); each batch's noise is seeded by
-    (seed, its first index), so every generator sees the same noise for the same sample."""
+def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None,
+               batch: int = SEED_BLOCK, progress: bool = True) -> torch.Tensor:
+    """per_prompt images for every prompt, (len(prompts) * per_prompt, 3, H, W). The noise of each block of 16
+    samples is seeded by (seed, its first index), so every generator sees the same noise for the same sample, and a
+    batch of any multiple of 16 (a GPU's 128) gives the same samples as 16 (up to float rounding)."""
+    if batch % SEED_BLOCK:
+        raise InputError(f"--batch must be a multiple of {SEED_BLOCK} (the noise is drawn per {SEED_BLOCK} samples), "
+                         f"got {batch}")
     jobs = job_prompts(prompts, per_prompt)
     out = []
     for i in tqdm(range(0, len(jobs), batch), desc=generator.name, disable=not progress, leave=False):
-        g = torch.Generator().manual_seed(seed * 100003 + i)
-        out.append(generator.generate(jobs[i : i + batch], steps=steps, cfg=cfg, generator=g))
+        chunk = jobs[i : i + batch]
+        noise = torch.cat([generator.noise(len(chunk[j : j + SEED_BLOCK]),
+                                           torch.Generator().manual_seed(seed * 100003 + i + j))
+                           for j in range(0, len(chunk), SEED_BLOCK)])
+        out.append(generator.generate(chunk, steps=steps, cfg=cfg, noise=noise))
     return torch.cat(out)
 
 
@@ -54,18 +65,18 @@ def fingerprint(generator) -> str:
 
 
 def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None,
-                   cache: Path | None = None, progress: bool = True) -> torch.Tensor:
+                   cache: Path | None = None, progress: bool = True, batch: int = SEED_BLOCK) -> torch.Tensor:
     """sample_all, read from / written to `cache` (a folder) when given: the file is named by the generator's
     fingerprint and the sampling settings, so a changed model or setting samples again."""
     if cache is None:
-        return sample_all(generator, prompts, per_prompt, seed, steps, cfg, progress=progress)
+        return sample_all(generator, prompts, per_prompt, seed, steps, cfg, batch, progress)
     key = json.dumps([fingerprint(generator), prompts, per_prompt, seed, steps, cfg], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     hits = sorted(Path(cache).glob(f"*-{digest}.pt"))  # the name is a label only: a model shown renamed still hits
     if hits:
         return torch.load(hits[0])
     path = Path(cache) / f"{generator.name.replace('/', '_')}-{digest}.pt"
-    images = sample_all(generator, prompts, per_prompt, seed, steps, cfg, progress=progress)
+    images = sample_all(generator, prompts, per_prompt, seed, steps, cfg, batch, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(images, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)  # no half-written file for a killed run to read back
@@ -140,11 +151,12 @@ def reference(source, n: int, seed: int, size: int, device="cpu") -> dict:
 
 
 def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 4, seed: int = 0, steps=None,
-                 cfg=None, features=None, progress: bool = True, cache: Path | None = None) -> dict:
+                 cfg=None, features=None, progress: bool = True, cache: Path | None = None,
+                 batch: int = SEED_BLOCK) -> dict:
     """cache: a folder keeping every model's samples (cached_samples), so evaluating new students against the same
-    source samples it once."""
+    source samples it once. batch: samples per forward pass (a multiple of 16; the samples do not depend on it)."""
     prompts = heldout_prompts(n_prompts)
-    ref = cached_samples(source, prompts, per_prompt, seed, steps, cfg, cache, progress)
+    ref = cached_samples(source, prompts, per_prompt, seed, steps, cfg, cache, progress, batch)
     src, ref_ok = geneval_lite(ref, prompts, per_prompt)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
               "source": {"name": source.name, **src}, "students": {},
@@ -153,7 +165,7 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     ref_feats = features(ref) if features is not None else None
     for st in students:
         name = st.name if st.name not in samples else f"{st.name} #{len(samples) + 1}"  # columns need distinct names
-        ims = cached_samples(st, prompts, per_prompt, seed, steps, cfg, cache, progress)
+        ims = cached_samples(st, prompts, per_prompt, seed, steps, cfg, cache, progress, batch)
         if ims.shape[-2:] != ref.shape[-2:]:  # a grown student (transfer --grow): scored at the source's size
             ims = F.interpolate(ims, size=ref.shape[-2:], mode="area")
         samples[name] = ims

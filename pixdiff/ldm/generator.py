@@ -98,21 +98,37 @@ class Generator:
     def pixel(self) -> bool:
         return self.cfg.kind == "l2p"
 
+    @property
+    def noise_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one sample's starting noise: pixels for l2p, latents otherwise."""
+        src = self.cfg.latent_source
+        c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // src["factor"])
+        return c, side, side
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The starting noise of n samples, (n, C, h, w), drawn on the CPU (the same on any device)."""
+        return torch.randn(n, *self.noise_shape, generator=generator)
+
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
                        generator: torch.Generator | None = None, stop_at: int | None = None,
-                       progress: bool = False, callback=None) -> tuple[torch.Tensor, float]:
+                       progress: bool = False, callback=None, noise: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, float]:
         """Samples (B, C, h, w) (images for l2p) and their noise level: 0 after all steps, t_K after K = stop_at.
-        callback(i, t, x0) sees each step's guided prediction of the clean sample, made at noise level t."""
+        noise: the starting noise (default: `self.noise(B, generator)`). callback(i, t, x0) sees each step's guided
+        prediction of the clean sample, made at noise level t."""
         steps, cfg, shift = self.cfg.sampling(steps, cfg).values()
         if stop_at is not None and not 0 < stop_at <= steps:
             raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
-        src, f = self.cfg.latent_source, self.cfg.latent_source["factor"]
         n, dev = len(prompts), self.device
+        if noise is None:
+            noise = self.noise(n, generator)
+        elif tuple(noise.shape) != (n, *self.noise_shape):
+            raise InputError(f"noise of shape {tuple(noise.shape)} for {n} samples of {self.name}: expected "
+                             f"{(n, *self.noise_shape)}")
         cond = [s.to(dev) for s in self.text.encode(prompts)]
         uncond = [s.to(dev) for s in self.text.encode([""])] * n
-        c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // f)
-        x = torch.randn(n, c, side, side, generator=generator).to(dev)
+        x = noise.to(dev)
         grid = timesteps(steps, shift)[: (stop_at or steps) + 1].to(dev)
 
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
@@ -130,7 +146,8 @@ class Generator:
     @torch.no_grad()
     def generate(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
                  generator: torch.Generator | None = None, decoder=None, stop_at: int | None = None,
-                 decoder_steps: int | None = None, progress: bool = False) -> torch.Tensor:
+                 decoder_steps: int | None = None, progress: bool = False,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1]: decoded by the latent source, or by a PiD `decoder` (which then also
         receives half-denoised latents with their noise level when stop_at is given)."""
         if isinstance(prompts, str):
@@ -138,13 +155,13 @@ class Generator:
         if self.pixel:
             if decoder is not None or stop_at is not None:
                 raise InputError(f"{self.name} generates pixels directly: it takes no decoder and no --stop-at")
-            return self.sample_latents(prompts, steps, cfg, generator, None, progress)[0].clamp(-1, 1)
+            return self.sample_latents(prompts, steps, cfg, generator, None, progress, noise=noise)[0].clamp(-1, 1)
         if stop_at is not None and decoder is None:
             raise InputError("--stop-at hands a half-denoised latent to PiD: it needs --decoder pid-...")
         if decoder is not None and decoder.source["name"] != self.cfg.latent_source["name"]:
             raise InputError(f"{decoder.name} decodes {decoder.source['name']!r} latents, but {self.name} generates "
                              f"{self.cfg.latent_source['name']!r} latents")
-        z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress)
+        z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress, noise=noise)
         if decoder is None:
             return self.source.decode(z.to(self.device)).clamp(-1, 1).cpu()
         return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator).cpu()
