@@ -14,8 +14,8 @@ import json
 import torch
 from tqdm import tqdm
 
-from pixdiff.eval.l2p import job_prompts, object_stats
 from pixdiff.data.shapes import check
+from pixdiff.eval.l2p import job_prompts, object_stats
 from pixdiff.ldm.generator import load_generator
 from pixdiff.transfer.synth import heldout_prompts
 
