@@ -1,0 +1,54 @@
+"""Do two generators lay out the same scene for the same prompt and seed? The correlation of their samples' coarse
+layouts (grey level, area-averaged to 8 x 8 cells), per sample pair, against the same measure between mismatched
+pairs (each sample against another prompt's sample of the other model: the chance level). Samples are drawn as
+`eval l2p` draws them (same prompts, seeds, noise), read from its --cache when there.
+
+  python scripts/l2p_layout_agreement.py --model l2p-shapes --model runs/fresh/s12-at16/weights --cache runs/samples
+"""
+import argparse
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from pixdiff.eval.l2p import cached_samples
+from pixdiff.ldm.generator import load_generator
+from pixdiff.transfer.synth import heldout_prompts
+
+
+def layouts(images: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """(N, cells * cells) standardised coarse grey levels of (N, 3, H, W) images in [-1, 1]."""
+    g = F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), cells).flatten(1)
+    return (g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-6)
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean correlation of matched pairs, and of each sample with the next sample's partner (chance)."""
+    la, lb = layouts(a), layouts(b)
+    matched = (la * lb).mean(1).mean()
+    chance = (la * lb.roll(1, 0)).mean(1).mean()
+    return round(float(matched), 3), round(float(chance), 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, help="generator (shipped name or folder); repeat")
+    ap.add_argument("--prompts", type=int, default=30)
+    ap.add_argument("--per-prompt", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--cache", help="eval l2p's sample cache")
+    args = ap.parse_args()
+    prompts = heldout_prompts(args.prompts)
+    samples = {}
+    for name in args.model:
+        gen = load_generator(name)
+        samples[name] = cached_samples(gen, prompts, args.per_prompt, args.seed, cfg=args.cfg, cache=args.cache)
+    print("| model A | model B | layout correlation, same prompt and seed | mismatched pairs (chance) |\n|---|---|---|---|")
+    for a, b in itertools.combinations(samples, 2):
+        m, c = agreement(samples[a], samples[b])
+        print(f"| {a} | {b} | {m:.3f} | {c:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
