@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pixdiff.data.shapes import check
-from pixdiff.eval.l2p import job_prompts, object_stats
+from pixdiff.eval.l2p import eval_noise, job_prompts, object_stats
 from pixdiff.ldm.generator import load_generator
 from pixdiff.transfer.synth import heldout_prompts
 
@@ -23,14 +23,14 @@ from pixdiff.transfer.synth import heldout_prompts
 def probe(gen, prompts: list[str], per_prompt: int, seed: int, batch: int = 16) -> list[dict]:
     jobs = job_prompts(prompts, per_prompt)
     steps: dict[int, dict] = {}  # step -> {"t": t, "x0": [batches]}
+
+    def keep(k, t, x0):
+        im = x0 if gen.pixel else gen.source.decode(x0.to(gen.device)).cpu()
+        steps.setdefault(k, {"t": t, "x0": []})["x0"].append(im.clamp(-1, 1))
+
     for i in tqdm(range(0, len(jobs), batch), desc=gen.name, leave=False):
-        g = torch.Generator().manual_seed(seed * 100003 + i)  # as eval l2p's sample_all
-
-        def keep(k, t, x0):
-            im = x0 if gen.pixel else gen.source.decode(x0.to(gen.device)).cpu()
-            steps.setdefault(k, {"t": t, "x0": []})["x0"].append(im.clamp(-1, 1))
-
-        gen.sample_latents(jobs[i : i + batch], generator=g, callback=keep)
+        chunk = jobs[i : i + batch]
+        gen.sample_latents(chunk, noise=eval_noise(gen, i, len(chunk), seed), callback=keep)  # eval l2p's noise
     final = torch.cat(steps[max(steps)]["x0"])  # the last prediction is the sample itself (x0 at the last t)
     rows = []
     for k, s in sorted(steps.items()):

@@ -30,6 +30,13 @@ def job_prompts(prompts: list[str], per_prompt: int) -> list[str]:
 SEED_BLOCK = 16  # noise is drawn per block of this many samples, seeded by (seed, the block's first index)
 
 
+def eval_noise(generator, start: int, n: int, seed: int) -> torch.Tensor:
+    """The starting noise of samples [start, start + n) of an eval (start a multiple of 16): drawn per block of 16,
+    each seeded by (seed, the block's first index)."""
+    return torch.cat([generator.noise(min(SEED_BLOCK, n - j), torch.Generator().manual_seed(seed * 100003 + start + j))
+                      for j in range(0, n, SEED_BLOCK)])
+
+
 @torch.no_grad()
 def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=None, cfg=None,
                batch: int = SEED_BLOCK, progress: bool = True) -> torch.Tensor:
@@ -43,10 +50,7 @@ def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=
     out = []
     for i in tqdm(range(0, len(jobs), batch), desc=generator.name, disable=not progress, leave=False):
         chunk = jobs[i : i + batch]
-        noise = torch.cat([generator.noise(len(chunk[j : j + SEED_BLOCK]),
-                                           torch.Generator().manual_seed(seed * 100003 + i + j))
-                           for j in range(0, len(chunk), SEED_BLOCK)])
-        out.append(generator.generate(chunk, steps=steps, cfg=cfg, noise=noise))
+        out.append(generator.generate(chunk, steps=steps, cfg=cfg, noise=eval_noise(generator, i, len(chunk), seed)))
     return torch.cat(out)
 
 
