@@ -42,7 +42,7 @@ left=$(( budget - ($(date +%s) - start) ))
 steps=${STEPS:-$(python3 -c "print(max(100, int(0.85 * ($left - 180) / ${STEP_SECONDS:-0.2}) // 100 * 100))")}
 stamp "train ${#names[@]} students x $steps steps of batch $batch side by side ($left s left)"
 # each process gets its share of the CPU cores: four processes of torch's default (one thread per core) oversubscribe
-# the CPU side (text encoder, data) and may be what made session 15's and 19's start-up take ~140 s (9 s on a CPU)
+# the CPU side (text encoder, data) and may be what made session 15's and 19's start-up take ~140 s (4-5 s alone on a CPU)
 threads=${OMP_NUM_THREADS:-$(( ($(nproc) + ${#names[@]} - 1) / ${#names[@]} ))}
 pids=()
 for i in "${!names[@]}"; do
