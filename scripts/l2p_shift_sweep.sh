@@ -6,8 +6,9 @@
 #
 #   scripts/l2p_shift_sweep.sh OUT SECONDS "VARIANTS" [PROMPTS=2000] [BATCH=64] [SOURCE=ldm-shapes]
 #
-# A variant is a training shift, optionally with ":full" (the middle blocks train too, `--full-finetune`):
-# "1.5 2 2.5 3", or "3 6 12 3:full". Each student is a fresh x-prediction transfer of SOURCE at that shift, or, with
+# A variant is a training shift, optionally with ":full" (the middle blocks train too, `--full-finetune`) and / or
+# ":latent" (a latent-aligned patch embedding, `transfer --embed latent` fitted on the synthetic set):
+# "1.5 2 2.5 3", "3 6 12 3:full", "3 3:latent 1:latent". Each student is a fresh x-prediction transfer of SOURCE at that shift, or, with
 # INIT set (a released student such as l2p-shapes), INIT trained on at that shift (`train l2p --shift`).
 # STEPS fixes the step count (a fresh student wants about 2,000 steps whatever the batch); otherwise it is sized
 # from STEP_SECONDS (default 0.2: one student of four side by side on an H200) after about 180 s of start-up (four
@@ -27,14 +28,18 @@ $px synth --teacher "$src" --n "$n" --cfg 4 --batch 64 --seed "${SYNTH_SEED:-0}"
   --json "$out/synth.json"
 args=() names=()
 for v in "${variants[@]}"; do
-  s=${v%%:*} name=s${v/:/-}
-  case $v in *:full) extra=(--full-finetune) ;; *:*) echo "unknown variant $v (SHIFT or SHIFT:full)" >&2; exit 2 ;;
-    *) extra=() ;; esac
+  s=${v%%:*} name=s${v//:/-} extra=() embed=()
+  IFS=: read -r -a flags <<<"${v#"$s"}"
+  for f in "${flags[@]}"; do
+    case $f in "") ;; full) extra=(--full-finetune) ;; latent) embed=(--embed latent --data "$out/synth") ;;
+      *) echo "unknown variant $v (SHIFT[:full][:latent])" >&2; exit 2 ;; esac
+  done
   if [ -n "${INIT:-}" ]; then
+    [ ${#embed[@]} -eq 0 ] || { echo "variant $v: :latent makes a fresh transfer, not with INIT" >&2; exit 2; }
     init=$INIT
   else
     init=$out/$name/student0
-    $px transfer --source "$src" --prediction x --shift "$s" --out "$init" > "$out/$name.transfer.log"
+    $px transfer --source "$src" --prediction x --shift "$s" "${embed[@]}" --out "$init" > "$out/$name.transfer.log"
   fi
   names+=("$name"); args+=("--init $init --shift $s ${extra[*]}")
 done

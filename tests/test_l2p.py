@@ -96,6 +96,18 @@ def test_synth_transfer_train_generate(chain, capsys):
     new = {n if n.startswith("head.") else f"transformer.{n}" for n in rep["new"]}
     differ = {k for k in a if not torch.equal(a[k], b[k])}
     assert "transformer.all_x_embedder.16-1.weight" in differ and differ <= new  # (zero-initialised ones stay equal)
+    # --embed latent: the pixel patch embedding is the source's latent embedding after a map fitted on the synthetic set
+    capsys.readouterr()
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "aligned"), "--embed",
+                 "latent", "--data", str(root / "synth"), "--json"]) == 0
+    al = json.loads(capsys.readouterr().out)
+    assert al["embed"] == "latent" and al["alignment"]["patches"] == 10 * 16 and al["alignment"]["r2"] > 0.3
+    assert not [n for n in al["new"] if not n.startswith("head.")] and rep["embed"] == "random"
+    c = load_file(root / "aligned" / "model.safetensors")
+    assert {k for k in a if not torch.equal(a[k], c[k])} <= {"transformer.all_x_embedder.16-1.weight",
+                                                            "transformer.all_x_embedder.16-1.bias"}
+    for bad in (["--embed", "latent"], ["--data", str(root / "synth")]):
+        assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "x"), *bad]) == 2
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--out", str(root / "l2p"), "--no-progress"]) == 0
     gen = load_generator(root / "l2p" / "weights")

@@ -142,3 +142,64 @@ def test_x_prediction_turns_the_clean_image_into_the_velocity():
         assert torch.allclose(student(x_t, t, caps), eps - x0, atol=1e-5)
     with pytest.raises(InputError, match="unknown prediction 'eps'"):
         transfer(zimage(), vae_factor=8, n_train=1, prediction="eps")
+
+
+def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Images constant on 4 x 4 blocks: 48 of a 16-pixel patch's 768 values vary, so the rest is unused."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size // 4, size // 4, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+
+def test_alignment_fits_a_linear_encoder_and_keeps_white_noise_white():
+    from pixdiff.transfer.embed import fit_alignment
+
+    g = torch.Generator().manual_seed(1)
+    basis = torch.linalg.qr(torch.randn(96, 12, generator=g))[0]  # images live in 12 of 96 pixel directions
+    enc = 0.1 * torch.randn(8, 96, generator=g)  # a linear "VAE" to 8 latent values, gain on noise below 1
+    x = torch.randn(4000, 12, generator=g) @ basis.T + 0.5
+    al = fit_alignment(x, x @ enc.T + 1.0)
+    assert al.subspace == 12 and al.r2 > 0.999
+    x_new = torch.randn(100, 12, generator=g) @ basis.T + 0.5
+    assert torch.allclose(x_new @ al.map.T + al.offset, x_new @ enc.T + 1.0, atol=1e-2)
+    # white pixel noise -> white latent noise: M M^T = I (the encoder's own gain on noise would be enc enc^T)
+    assert torch.allclose(al.map @ al.map.T, torch.eye(8), atol=1e-5) and abs(al.noise_gain - 1) < 1e-5
+    with pytest.raises(InputError, match="at least 16 patches"):
+        fit_alignment(x[:10], x[:10] @ enc.T)
+    with pytest.raises(InputError, match="wider than latent"):
+        fit_alignment(x[:, :8], x[:, :8])
+
+
+@pytest.mark.parametrize("make", [zimage, sd3])
+def test_latent_aligned_embedding_embeds_an_image_as_the_source_embeds_its_latent(make):
+    """With a linear, patch-local stand-in for the VAE (a stride-8 conv), a student with the aligned embedding embeds
+    each smooth image exactly as the source embeds that image's latent."""
+    from pixdiff.transfer.embed import alignment_from_images
+
+    src = make()
+    conv = torch.nn.Conv2d(3, 16, 8, stride=8)
+    with torch.no_grad():
+        conv.weight.mul_(0.3)
+    encode = lambda im: conv(im).detach()  # noqa: E731
+    plain, _ = transfer(src, vae_factor=8, n_train=1)
+    fam = plain.family
+    al = alignment_from_images(smooth_images(64), encode, fam, 16, fam.latent_patch(dict(src.config)))
+    student, rep = transfer(src, vae_factor=8, n_train=1, alignment=al)
+    assert any("latent-aligned" in n for n in rep.copied) and not [n for n in rep.new if not n.startswith("head.")]
+    embed_px = student.transformer.get_submodule(fam.patch_embed_key(student.transformer))
+    embed_lat = src.get_submodule(fam.patch_embed_key(src))
+    im = smooth_images(2, seed=5)
+
+    def tokens(module, x, patch):  # (N, D) in patch_vectors' order, through the module's own forward
+        if isinstance(module, torch.nn.Linear):
+            return module(fam.patch_vectors(x, patch))
+        return module(x).flatten(2).transpose(1, 2).reshape(-1, module.out_channels)
+
+    with torch.no_grad():
+        want = tokens(embed_lat, encode(im), 2)
+        assert (tokens(embed_px, im, 16) - want).abs().max() < 3e-3  # the fit's ridge shrinks it by ~0.1%
+        random_init = plain.transformer.get_submodule(fam.patch_embed_key(plain.transformer))
+        assert (tokens(random_init, im, 16) - want).abs().max() > 0.3
+    # a mismatched map is refused with the sizes named
+    al.map = al.map[:, :100]
+    with pytest.raises(InputError, match="this source and student need 768 -> 64"):
+        transfer(src, vae_factor=8, n_train=1, alignment=al)

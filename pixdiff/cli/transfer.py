@@ -30,6 +30,13 @@ def register(sub) -> None:
     p.add_argument("--shift", type=float, help="time shift for the student's training and sampling (default: the "
                                                 "source's). Pixels are more redundant than latents, so the layout is "
                                                 "decided at higher noise; L2P raises the shift with resolution")
+    p.add_argument("--embed", default="random", choices=["random", "latent"],
+                   help="the new pixel patch embedding: random (L2P, default), or latent: the source's latent "
+                        "embedding composed with a pixel -> latent patch map fitted through the source's VAE on "
+                        "--data, noise-matched so that pixel noise embeds as the source's latent noise (beyond the "
+                        "paper; needs a pixdiff generator as --source)")
+    p.add_argument("--data", type=Path, help="--embed latent: a synthetic set (`pixdiff synth`) to fit the map on")
+    p.add_argument("--embed-images", type=int, default=1000, help="--embed latent: images of --data used (1000)")
     add_common(p, seed=42)  # seeds the new tensors' initialisation; 42 made every documented student
     p.set_defaults(func=run_transfer)
 
@@ -106,11 +113,14 @@ def run_transfer(args) -> int:
         raise InputError(f"--shift must be positive, got {args.shift}")
     if args.grow:
         return run_grow(args)
+    if (args.embed == "latent") != (args.data is not None):
+        raise InputError("--embed latent and --data go together: the map is fitted on a synthetic set")
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(family_of(transformer).blocks(transformer))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
+    alignment = fit_embedding(args, transformer, gcfg, factor) if args.embed == "latent" else None
     student, report = transfer(transformer, factor, n_train, seed=args.seed, patch=args.patch, head=args.head,
-                               prediction=args.prediction)
+                               prediction=args.prediction, alignment=alignment)
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
         gcfg = GeneratorConfig()
@@ -119,10 +129,33 @@ def run_transfer(args) -> int:
                                head_channels=list(getattr(student.head, "channels", [])),
                                n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift)
     save_release(student.state_dict(), cfg.to_dict(), args.out)
-    rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks}
+    rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks, "embed": args.embed}
+    if alignment is not None:
+        rep["alignment"] = {"data": str(args.data), "r2": alignment.r2, "noise_gain": alignment.noise_gain,
+                            "subspace": alignment.subspace, "patches": alignment.patches}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
-    emit(args, rep, report.summary() + f"\nstudent (untrained) -> {args.out}/; report: {args.out}/transfer_report.json")
+    text = report.summary() + (f"\n{alignment.describe()}" if alignment else "")
+    emit(args, rep, text + f"\nstudent (untrained) -> {args.out}/; report: {args.out}/transfer_report.json")
     return 0
+
+
+def fit_embedding(args, transformer, gcfg, factor):
+    """The pixel -> latent patch map for --embed latent, fitted on --data through the source generator's VAE."""
+    from pixdiff.errors import InputError
+    from pixdiff.latents import load_latent_source
+    from pixdiff.transfer.embed import alignment_from_images
+    from pixdiff.transfer.families import family_of
+    from pixdiff.transfer.synth import SynthSet
+
+    if gcfg is None:
+        raise InputError(f"--embed latent needs a pixdiff generator as --source (its VAE encodes --data); "
+                         f"{args.source} is a bare diffusers model")
+    images = SynthSet(args.data, limit=args.embed_images).images
+    vae = load_latent_source(gcfg.latent_source["name"])
+    fam = family_of(transformer)
+    latent_patch = fam.latent_patch(dict(transformer.config))
+    note(f"fitting the pixel -> latent patch map on {len(images)} images of {args.data} through {vae.name} ...")
+    return alignment_from_images(images, vae.encode, fam, factor * latent_patch, latent_patch, seed=args.seed)
 
 
 def run_synth(args) -> int:

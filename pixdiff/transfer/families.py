@@ -51,6 +51,14 @@ class ZImageFamily:
         w = w.view(d, patch, patch, -1).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
         return (w / factor**2).reshape(d, -1)
 
+    def patch_vectors(self, x: torch.Tensor, patch: int) -> torch.Tensor:
+        """(B, C, H, W) -> (B H/P W/P, P P C): each patch flattened as the patch embedding reads it."""
+        b, c, h, w = x.shape
+        return x.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 3, 5, 1).reshape(-1, patch**2 * c)
+
+    def embed_matrix(self, w: torch.Tensor) -> torch.Tensor:
+        return w  # a linear layer: (D, P P C) already
+
     def blocks(self, model) -> nn.ModuleList:
         return model.layers
 
@@ -94,6 +102,14 @@ class SD3Family:
     def grow_patch_embed(self, w: torch.Tensor, patch: int, factor: int) -> torch.Tensor:
         """(D, C, P, P) conv kernel -> (D, C, fP, fP) that sees the f x f average-pooled patch."""
         return w.repeat_interleave(factor, 2).repeat_interleave(factor, 3) / factor**2
+
+    def patch_vectors(self, x: torch.Tensor, patch: int) -> torch.Tensor:
+        """(B, C, H, W) -> (B H/P W/P, C P P): each patch flattened as the conv kernel reads it."""
+        b, c, h, w = x.shape
+        return x.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5).reshape(-1, c * patch**2)
+
+    def embed_matrix(self, w: torch.Tensor) -> torch.Tensor:
+        return w.reshape(w.shape[0], -1)  # (D, C, P, P) conv kernel -> (D, C P P)
 
     def blocks(self, model) -> nn.ModuleList:
         return model.transformer_blocks

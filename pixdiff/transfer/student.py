@@ -3,7 +3,8 @@
 1. A pixel twin of the source (same config, 3 input channels, patch P = VAE factor x latent patch: same token
    grid, same RoPE / position-embedding positions).
 2. Copy every tensor whose name and shape match the source (blocks, refiners, time / text embedders, pad tokens);
-   the new pixel patch embedding keeps its (seeded) random initialisation.
+   the new pixel patch embedding keeps its (seeded) random initialisation (L2P), or is the source's latent
+   embedding composed with a fitted pixel -> latent map (`alignment`, pixdiff/transfer/embed.py; beyond the paper).
 3. Remove the final projection; the last hidden states go, as a token map, to a new Detailer Head over the full
    noisy image, whose output is the velocity.
 4. Freeze the middle blocks [n, L - n): only the shallow layers, the embedders and the head train.
@@ -18,6 +19,7 @@ from torch import nn
 from pixdiff.errors import InputError
 from pixdiff.flow.time import velocity_from_x0
 from pixdiff.nn.detailer import DetailerHead, LinearHead
+from pixdiff.transfer.embed import Alignment, aligned_embedding
 from pixdiff.transfer.families import FAMILIES, TokenTap, family_of
 
 
@@ -134,11 +136,12 @@ def make_head(kind: str, token_dim: int, patch: int, channels=None, widest: int 
 
 
 def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, head_widest: int = 128,
-             patch: int | None = None, head: str = "detailer", prediction: str = "v"
-             ) -> tuple[PixelStudent, TransferReport]:
+             patch: int | None = None, head: str = "detailer", prediction: str = "v",
+             alignment: Alignment | None = None) -> tuple[PixelStudent, TransferReport]:
     """Build the pixel student of a latent transformer `source` (a diffusers model of a known family).
     patch: the student's pixel patch, if you must name it; it has to be vae_factor x the source's latent patch.
-    head: "detailer" (L2P) or "linear" (the unpatchify ablation); prediction: see PixelStudent."""
+    head: "detailer" (L2P) or "linear" (the unpatchify ablation); prediction: see PixelStudent.
+    alignment: a pixel -> latent patch map (embed.alignment_from_images) for a latent-aligned patch embedding."""
     fam = family_of(source)
     cfg = dict(source.config)
     want = vae_factor * fam.latent_patch(cfg)
@@ -150,7 +153,8 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     pixel = type(source).from_config(fam.pixel_config(cfg, patch))
     report = TransferReport(fam.name, patch)
     src_sd = source.state_dict()
-    copy_matching(pixel, src_sd, fam.final_key(pixel), report)
+    given = aligned_embed(fam, source, pixel, alignment) if alignment is not None else None
+    copy_matching(pixel, src_sd, fam.final_key(pixel), report, given)
     copied = set(report.copied)
     report.removed = [n for n in src_sd if n not in copied]
     head_module = make_head(head, fam.token_dim(cfg), patch, widest=head_widest)
@@ -159,6 +163,21 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     report.frozen = freeze_middle(student, n_train)
     report.params = param_counts(student, report)
     return student, report
+
+
+def aligned_embed(fam, source: nn.Module, pixel: nn.Module, alignment: Alignment) -> dict:
+    """copy_matching's `given` tensors for a latent-aligned pixel patch embedding."""
+    key_src, key_px = fam.patch_embed_key(source), fam.patch_embed_key(pixel)
+    src = dict(source.named_parameters())
+    w_px = pixel.get_parameter(f"{key_px}.weight")
+    want = (fam.embed_matrix(src[f"{key_src}.weight"]).shape[1], fam.embed_matrix(w_px).shape[1])
+    if tuple(alignment.map.shape) != want:
+        raise InputError(f"the alignment maps {alignment.map.shape[1]}-value pixel patches to {alignment.map.shape[0]}"
+                         f"-value latent patches; this source and student need {want[1]} -> {want[0]}")
+    w, b = aligned_embedding(fam.embed_matrix(src[f"{key_src}.weight"]).detach(), src[f"{key_src}.bias"].detach(),
+                             alignment)
+    how = f"latent-aligned from {key_src}: R^2 {alignment.r2:.3f}, noise gain {alignment.noise_gain:.3f}"
+    return {f"{key_px}.weight": (w.view_as(w_px), how), f"{key_px}.bias": (b, how)}
 
 
 def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tuple[PixelStudent, TransferReport]:
