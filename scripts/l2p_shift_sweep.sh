@@ -11,8 +11,11 @@
 # "1.5 2 2.5 3", "3 6 12 3:full", "3 3:latent 1:latent". Each student is a fresh x-prediction transfer of SOURCE at that shift, or, with
 # INIT set (a released student such as l2p-shapes), INIT trained on at that shift (`train l2p --shift`).
 # STEPS fixes the step count (a fresh student wants about 2,000 steps whatever the batch); otherwise it is sized
-# from STEP_SECONDS (default 0.2: one student of four side by side on an H200) after about 180 s of start-up (four
-# processes loading 4,000 images). --max-minutes is the safety net (the weights reached are exported at the limit).
+# from STEP_SECONDS (default 0.2: one student of four side by side on an H200) after SETUP_SECONDS of start-up
+# (default 180: four processes side by side took ~150 s on an H200 in sessions 15, 19 and 20, two took 7 s).
+# --max-minutes, the budget left less SETUP_SECONDS, is the safety net: the weights reached are exported at the
+# limit. SIGTERM to this script (e.g. from `timeout`) is passed on to the students, which save a checkpoint
+# (`train ... --resume` goes on) but export no weights: give the script its budget rather than cutting it short.
 # LR sets the learning rate (default: the preset's), SYNTH_SEED the synthetic set's prompts (default 0; another seed
 # gives other prompts, e.g. for a student trained on before). $PIXDIFF is the command (default pixdiff).
 set -euo pipefail
@@ -43,17 +46,18 @@ for v in "${variants[@]}"; do
   fi
   names+=("$name"); args+=("--init $init --shift $s ${extra[*]}")
 done
-left=$(( budget - ($(date +%s) - start) ))
-steps=${STEPS:-$(python3 -c "print(max(100, int(0.85 * ($left - 180) / ${STEP_SECONDS:-0.2}) // 100 * 100))")}
+left=$(( budget - ($(date +%s) - start) )) setup=${SETUP_SECONDS:-180}
+steps=${STEPS:-$(python3 -c "print(max(100, int(0.85 * ($left - $setup) / ${STEP_SECONDS:-0.2}) // 100 * 100))")}
 stamp "train ${#names[@]} students x $steps steps of batch $batch side by side ($left s left)"
 # each process gets its share of the CPU cores: four processes of torch's default (one thread per core) oversubscribe
 # the CPU side (text encoder, data) and may be what made session 15's and 19's start-up take ~140 s (4-5 s alone on a CPU)
 threads=${OMP_NUM_THREADS:-$(( ($(nproc) + ${#names[@]} - 1) / ${#names[@]} ))}
 pids=()
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT  # the students export their weights on SIGTERM
 for i in "${!names[@]}"; do
   # shellcheck disable=SC2086  # args[i] is a list of words
   OMP_NUM_THREADS=$threads $px train l2p --preset small ${args[i]} --data "$out/synth" --batch "$batch" --steps "$steps" ${LR:+--lr "$LR"} \
-    --out "$out/${names[i]}/student" --no-progress --max-minutes "$(python3 -c "print(($left - 30) / 60)")" \
+    --out "$out/${names[i]}/student" --no-progress --max-minutes "$(python3 -c "print(max(1, $left - 30 - $setup) / 60)")" \
     > "$out/${names[i]}.log" 2>&1 &
   pids+=($!)
 done

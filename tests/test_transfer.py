@@ -179,7 +179,7 @@ def test_latent_aligned_embedding_embeds_an_image_as_the_source_embeds_its_laten
     conv = torch.nn.Conv2d(3, 16, 8, stride=8)
     with torch.no_grad():
         conv.weight.mul_(0.3)
-    encode = lambda im: conv(im).detach()  # noqa: E731
+    encode = lambda im: conv(im).detach()
     plain, _ = transfer(src, vae_factor=8, n_train=1)
     fam = plain.family
     al = alignment_from_images(smooth_images(64), encode, fam, 16, fam.latent_patch(dict(src.config)))

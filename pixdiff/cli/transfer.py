@@ -37,6 +37,7 @@ def register(sub) -> None:
                         "paper; needs a pixdiff generator as --source)")
     p.add_argument("--data", type=Path, help="--embed latent: a synthetic set (`pixdiff synth`) to fit the map on")
     p.add_argument("--embed-images", type=int, default=1000, help="--embed latent: images of --data used (1000)")
+    add_device(p, "encode --data for --embed latent")
     add_common(p, seed=42)  # seeds the new tensors' initialisation; 42 made every documented student
     p.set_defaults(func=run_transfer)
 
@@ -151,11 +152,13 @@ def fit_embedding(args, transformer, gcfg, factor):
         raise InputError(f"--embed latent needs a pixdiff generator as --source (its VAE encodes --data); "
                          f"{args.source} is a bare diffusers model")
     images = SynthSet(args.data, limit=args.embed_images).images
-    vae = load_latent_source(gcfg.latent_source["name"])
+    dev = compute_device(args.device)
+    vae = load_latent_source(gcfg.latent_source["name"]).to(dev)
     fam = family_of(transformer)
     latent_patch = fam.latent_patch(dict(transformer.config))
     note(f"fitting the pixel -> latent patch map on {len(images)} images of {args.data} through {vae.name} ...")
-    return alignment_from_images(images, vae.encode, fam, factor * latent_patch, latent_patch, seed=args.seed)
+    return alignment_from_images(images, lambda x: vae.encode(x.to(dev)), fam, factor * latent_patch, latent_patch,
+                                 seed=args.seed)
 
 
 def run_synth(args) -> int:
