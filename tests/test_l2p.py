@@ -106,7 +106,8 @@ def test_synth_transfer_train_generate(chain, capsys):
     c = load_file(root / "aligned" / "model.safetensors")
     assert {k for k in a if not torch.equal(a[k], c[k])} <= {"transformer.all_x_embedder.16-1.weight",
                                                             "transformer.all_x_embedder.16-1.bias"}
-    for bad in (["--embed", "latent"], ["--data", str(root / "synth")]):
+    for bad in (["--embed", "latent"], ["--data", str(root / "synth")],
+                ["--embed", "latent", "--data", str(root / "synth"), "--embed-images", "0"]):
         assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "x"), *bad]) == 2
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--out", str(root / "l2p"), "--no-progress"]) == 0

@@ -116,6 +116,8 @@ def run_transfer(args) -> int:
         return run_grow(args)
     if (args.embed == "latent") != (args.data is not None):
         raise InputError("--embed latent and --data go together: the map is fitted on a synthetic set")
+    if args.embed_images < 1:
+        raise InputError(f"--embed-images must be at least 1, got {args.embed_images}")
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(family_of(transformer).blocks(transformer))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
