@@ -53,7 +53,7 @@ stamp "train ${#names[@]} students x $steps steps of batch $batch side by side (
 # the CPU side (text encoder, data) and may be what made session 15's and 19's start-up take ~140 s (4-5 s alone on a CPU)
 threads=${OMP_NUM_THREADS:-$(( ($(nproc) + ${#names[@]} - 1) / ${#names[@]} ))}
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT  # the students export their weights on SIGTERM
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT  # on SIGTERM the students save a checkpoint
 for i in "${!names[@]}"; do
   # shellcheck disable=SC2086  # args[i] is a list of words
   OMP_NUM_THREADS=$threads $px train l2p --preset small ${args[i]} --data "$out/synth" --batch "$batch" --steps "$steps" ${LR:+--lr "$LR"} \

@@ -170,12 +170,12 @@ def aligned_embed(fam, source: nn.Module, pixel: nn.Module, alignment: Alignment
     key_src, key_px = fam.patch_embed_key(source), fam.patch_embed_key(pixel)
     src = dict(source.named_parameters())
     w_px = pixel.get_parameter(f"{key_px}.weight")
-    want = (fam.embed_matrix(src[f"{key_src}.weight"]).shape[1], fam.embed_matrix(w_px).shape[1])
+    w_src = fam.embed_matrix(src[f"{key_src}.weight"]).detach()  # (D, latent patch values)
+    want = (w_src.shape[1], fam.embed_matrix(w_px).shape[1])
     if tuple(alignment.map.shape) != want:
         raise InputError(f"the alignment maps {alignment.map.shape[1]}-value pixel patches to {alignment.map.shape[0]}"
                          f"-value latent patches; this source and student need {want[1]} -> {want[0]}")
-    w, b = aligned_embedding(fam.embed_matrix(src[f"{key_src}.weight"]).detach(), src[f"{key_src}.bias"].detach(),
-                             alignment)
+    w, b = aligned_embedding(w_src, src[f"{key_src}.bias"].detach(), alignment)
     how = f"latent-aligned from {key_src}: R^2 {alignment.r2:.3f}, noise gain {alignment.noise_gain:.3f}"
     return {f"{key_px}.weight": (w.view_as(w_px), how), f"{key_px}.bias": (b, how)}
 
