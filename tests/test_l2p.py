@@ -174,6 +174,49 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert "| l2p |" in capsys.readouterr().out and r["source"]["name"] == "ldm"
 
 
+def test_coupled_noise_student_starts_where_its_source_starts(chain, tmp_path, capsys):
+    """synth records each image's starting noise (remaking it from the record reproduces the image); a coupled-noise
+    student's embedding reads its noise as exactly the source's noise of the same seed, and it trains on the pairs."""
+    from pixdiff.transfer.synth import CAPTIONS, synthesize
+
+    source = load_generator(chain / "ldm" / "weights")
+    synth = tmp_path / "synth"
+    synthesize(source, 5, synth, batch=4, progress=False)  # 10 images: the map's fit needs 128 patches
+    data = SynthSet(synth, noise=True)
+    assert data.noise.shape == (10, *source.latent_shape)
+    remade = source.generate(data.prompts[8:], noise=data.noise[8:])  # the last batch, from its record
+    assert (remade - data.images[8:]).abs().max() <= 1 / 127.5 + 1e-6  # PNG quantisation only
+    ldm = str(chain / "ldm" / "weights")
+    assert main(["transfer", "--source", ldm, "--out", str(tmp_path / "st"), "--embed", "latent", "--data",
+                 str(synth), "--coupled-noise", "--prediction", "x"]) == 0
+    student = load_generator(tmp_path / "st")
+    assert student.cfg.noise == "coupled" and student.velocity.coupled
+    fam, m = student.velocity.family, student.velocity.embed_map
+    eps = student.noise(3, torch.Generator().manual_seed(7))
+    assert eps.shape == (3, 3, 64, 64) and 0.9 < float(eps.std()) < 1.1
+    read = fam.patch_vectors(eps, 16) @ m.T  # what the aligned embedding reads, before its offset
+    want = fam.patch_vectors(source.noise(3, torch.Generator().manual_seed(7)), 2)
+    assert torch.allclose(read, want, atol=1e-4)
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(tmp_path / "st"), "--data", str(synth),
+                 "--steps", "3", "--out", str(tmp_path / "trained"), "--no-progress"]) == 0
+    trained = load_generator(tmp_path / "trained" / "weights")
+    assert trained.cfg.noise == "coupled" and torch.equal(trained.velocity.embed_map, m)  # the map travels
+    assert trained.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0)).shape == (
+        1, 3, 64, 64)
+    # bad input: no --embed latent; a set that does not record its noise; growing a coupled student
+    capsys.readouterr()
+    assert main(["transfer", "--source", ldm, "--out", str(tmp_path / "x"), "--coupled-noise"]) == 2
+    assert "--coupled-noise needs --embed latent" in capsys.readouterr().err
+    rows = [json.loads(x) for x in (synth / CAPTIONS).read_text().splitlines()]
+    (synth / CAPTIONS).write_text("".join(json.dumps({k: v for k, v in r.items() if k != "noise"}) + "\n"
+                                          for r in rows))
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(tmp_path / "st"), "--data", str(synth),
+                 "--steps", "1", "--out", str(tmp_path / "y"), "--no-progress"]) == 2
+    assert "does not record its images' starting noise" in capsys.readouterr().err
+    assert main(["transfer", "--source", str(tmp_path / "st"), "--grow", "2", "--out", str(tmp_path / "z")]) == 2
+    assert "coupled-noise student" in capsys.readouterr().err
+
+
 def test_eval_cache_returns_the_same_samples_and_resamples_a_changed_model(chain, tmp_path, monkeypatch):
     import pixdiff.eval.l2p as ev
 

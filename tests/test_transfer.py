@@ -203,3 +203,27 @@ def test_latent_aligned_embedding_embeds_an_image_as_the_source_embeds_its_laten
     al.map = al.map[:, :100]
     with pytest.raises(InputError, match="this source and student need 768 -> 64"):
         transfer(src, vae_factor=8, n_train=1, alignment=al)
+
+
+@pytest.mark.parametrize("family", ["ZImageTransformer2DModel", "SD3Transformer2DModel"])
+def test_coupled_noise_is_white_and_embeds_as_the_latent_noise(family):
+    """eps = M^+ z + (I - M^+ M) xi, patch by patch: as a linear map of (z, xi) it is an isometry A A^T = I when
+    M M^T = I (so eps ~ N(0, I)), and M reads every patch of eps as the latent noise z, for any full-rank M."""
+    from pixdiff.transfer.embed import couple_noise
+    from pixdiff.transfer.families import FAMILIES
+
+    fam, g = FAMILIES[family], torch.Generator().manual_seed(0)
+    dl, dp = 4 * 2 * 2, 3 * 8 * 8  # latent patch 2 of 4 channels, pixel patch 8
+    m = torch.linalg.qr(torch.randn(dp, dl, generator=g, dtype=torch.float64))[0].T.float()  # (dl, dp), M M^T = I
+    assert torch.equal(fam.from_patch_vectors(fam.patch_vectors(torch.arange(2 * 3 * 16 * 16.).view(2, 3, 16, 16),
+                                                                 8), 8, (2, 3, 16, 16)),
+                       torch.arange(2 * 3 * 16 * 16.).view(2, 3, 16, 16))  # the inverse of patch_vectors
+    cols = [couple_noise(e.view(1, 4, 2, 2), torch.zeros(1, 3, 8, 8), m, fam, 8).flatten() for e in torch.eye(dl)]
+    cols += [couple_noise(torch.zeros(1, 4, 2, 2), e.view(1, 3, 8, 8), m, fam, 8).flatten() for e in torch.eye(dp)]
+    a = torch.stack(cols, 1).double()  # (dp, dl + dp)
+    assert torch.allclose(a @ a.T, torch.eye(dp, dtype=torch.float64), atol=1e-5)
+    skewed = m + 0.3 * torch.randn(dl, dp, generator=g)  # not noise-matched: still read exactly
+    for mm in (m, skewed):
+        z, xi = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 3, 16, 16, generator=g)  # 2 x 2 patches
+        eps = couple_noise(z, xi, mm, fam, 8)
+        assert torch.allclose(fam.patch_vectors(eps, 8) @ mm.T, fam.patch_vectors(z, 2), atol=1e-4)

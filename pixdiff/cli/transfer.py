@@ -37,6 +37,11 @@ def register(sub) -> None:
                         "paper; needs a pixdiff generator as --source)")
     p.add_argument("--data", type=Path, help="--embed latent: a synthetic set (`pixdiff synth`) to fit the map on")
     p.add_argument("--embed-images", type=int, default=1000, help="--embed latent: images of --data used (1000)")
+    p.add_argument("--coupled-noise", action="store_true",
+                   help="with --embed latent: the student keeps the map and draws its starting noise from its "
+                        "source's latent noise (which the embedding then reads exactly), trains on each synthetic "
+                        "image paired with the noise the source started it from (the set must record it, as "
+                        "`pixdiff synth` does), and seed for seed starts where its source starts (beyond the paper)")
     add_device(p, "encode --data for --embed latent")
     add_common(p, seed=42)  # seeds the new tensors' initialisation; 42 made every documented student
     p.set_defaults(func=run_transfer)
@@ -116,6 +121,8 @@ def run_transfer(args) -> int:
         return run_grow(args)
     if (args.embed == "latent") != (args.data is not None):
         raise InputError("--embed latent and --data go together: the map is fitted on a synthetic set")
+    if args.coupled_noise and args.embed != "latent":
+        raise InputError("--coupled-noise needs --embed latent (the fitted map couples pixel and latent noise)")
     if args.embed_images < 1:
         raise InputError(f"--embed-images must be at least 1, got {args.embed_images}")
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
@@ -123,16 +130,18 @@ def run_transfer(args) -> int:
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
     alignment = fit_embedding(args, transformer, gcfg, factor) if args.embed == "latent" else None
     student, report = transfer(transformer, factor, n_train, seed=args.seed, patch=args.patch, head=args.head,
-                               prediction=args.prediction, alignment=alignment)
+                               prediction=args.prediction, alignment=alignment, coupled=args.coupled_noise)
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
         gcfg = GeneratorConfig()
     cfg = gcfg.for_new_weights(kind="l2p", transformer=dict(student.transformer.config),
                                family=type(student.transformer).__name__, head=args.head,
                                head_channels=list(getattr(student.head, "channels", [])),
-                               n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift)
+                               n_train=n_train, prediction=args.prediction, shift=args.shift or gcfg.shift,
+                               noise="coupled" if args.coupled_noise else "pixel")
     save_release(student.state_dict(), cfg.to_dict(), args.out)
-    rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks, "embed": args.embed}
+    rep = {**report.__dict__, "source": str(args.source), "n_train": n_train, "blocks": n_blocks, "embed": args.embed,
+           "noise": cfg.noise}
     if alignment is not None:
         rep["alignment"] = {"data": str(args.data), "r2": alignment.r2, "noise_gain": alignment.noise_gain,
                             "subspace": alignment.subspace, "patches": alignment.patches}

@@ -42,6 +42,7 @@ class GeneratorConfig:
     head_channels: list = field(default_factory=list)  # l2p: Detailer Head
     n_train: int = 0  # l2p: shallow blocks trained at each end
     prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P) or "x" (clean image, JiT)
+    noise: str = "pixel"  # l2p: "pixel" (white) or "coupled" (drawn from the source's latent noise, PixelStudent.couple)
 
     def sampling(self, steps: int | None = None, cfg: float | None = None) -> dict:
         """The settings a sampling call uses: the arguments given, else this release's defaults."""
@@ -57,6 +58,8 @@ class GeneratorConfig:
         d = {**asdict(self), "transformer": stored_transformer_config(self.transformer)}
         if d["sample_shift"] is None:  # unset: releases (and sample-cache keys) stay as they were before the field
             del d["sample_shift"]
+        if d["noise"] == "pixel":  # likewise
+            del d["noise"]
         return d
 
 
@@ -101,12 +104,21 @@ class Generator:
     @property
     def noise_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of one sample's starting noise: pixels for l2p, latents otherwise."""
+        return (3, self.cfg.size, self.cfg.size) if self.pixel else self.latent_shape
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of a latent of this generator's image size."""
         src = self.cfg.latent_source
-        c, side = (3, self.cfg.size) if self.pixel else (src["channels"], self.cfg.size // src["factor"])
-        return c, side, side
+        return src["channels"], self.cfg.size // src["factor"], self.cfg.size // src["factor"]
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The starting noise of n samples, (n, C, h, w), drawn on the CPU (the same on any device)."""
+        """The starting noise of n samples, (n, C, h, w), drawn on the CPU (the same on any device). A coupled-noise
+        student draws its source's latent noise first (the same numbers the source draws from the same generator),
+        then white pixel noise, and couples them: seed for seed it starts where its source starts."""
+        if self.cfg.noise == "coupled":
+            eps_latent = torch.randn(n, *self.latent_shape, generator=generator)
+            return self.velocity.couple(eps_latent, torch.randn(n, *self.noise_shape, generator=generator))
         return torch.randn(n, *self.noise_shape, generator=generator)
 
     @torch.no_grad()
@@ -170,8 +182,17 @@ class Generator:
 def build_network(cfg: GeneratorConfig):
     """The (untrained) network a generator config describes."""
     if cfg.kind == "l2p":
+        from pixdiff.transfer.families import FAMILIES
         from pixdiff.transfer.student import build_student
-        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train, cfg.head, cfg.prediction)
+        if cfg.noise not in ("pixel", "coupled"):
+            raise InputError(f"unknown noise {cfg.noise!r}: pixel or coupled")
+        map_shape = None
+        if cfg.noise == "coupled" and cfg.family in FAMILIES:
+            patch = FAMILIES[cfg.family].latent_patch(cfg.transformer)  # the student's pixel patch
+            lp = patch // cfg.latent_source["factor"]
+            map_shape = (cfg.latent_source["channels"] * lp * lp, 3 * patch * patch)
+        return build_student(cfg.family, cfg.transformer, cfg.head_channels, cfg.n_train, cfg.head, cfg.prediction,
+                             map_shape)
     from diffusers import ZImageTransformer2DModel
     return ZImageVelocity(ZImageTransformer2DModel.from_config(cfg.transformer))
 

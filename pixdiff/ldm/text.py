@@ -70,8 +70,14 @@ class CaptionStates:
         self._states: dict[str, torch.Tensor] = {}
 
     def __call__(self, prompts: list[str], generator: torch.Generator) -> list[torch.Tensor]:
-        drop = (torch.rand(len(prompts), generator=generator) < self.dropout).tolist()
-        prompts = ["" if d else p for p, d in zip(prompts, drop)]
+        drop = self.dropped(len(prompts), generator)
+        return self.states(["" if d else p for p, d in zip(prompts, drop)])
+
+    def dropped(self, n: int, generator: torch.Generator) -> list[bool]:
+        """Which of n captions caption dropout replaces by the empty prompt."""
+        return (torch.rand(n, generator=generator) < self.dropout).tolist()
+
+    def states(self, prompts: list[str]) -> list[torch.Tensor]:
         new = sorted({p for p in prompts if p not in self._states})
         if new:
             self._states.update(zip(new, (s.to(self.device) for s in self.encoder.encode(new))))

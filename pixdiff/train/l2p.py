@@ -4,7 +4,8 @@ The objective and the shift are the source's (flow-matching velocity loss at log
 shift as the transfer set it, or --shift for a student trained on at another);
 only the shallow blocks, the embedders and the Detailer Head train (the middle blocks stay frozen as the transfer
 recorded); 10% of captions are dropped to the empty prompt for guidance. `--data shapes` trains on rendered
-scenes instead (real data: the ablation).
+scenes instead (real data: the ablation). A coupled-noise student (`transfer --coupled-noise`) trains on each
+synthetic image paired with its source's starting noise (beyond the paper).
 """
 from __future__ import annotations
 
@@ -51,12 +52,19 @@ class L2PTask:
         if cfg.full_finetune:
             self.model.requires_grad_(True)
         self.captions = CaptionStates(student.text, cfg.caption_dropout, self.device)
+        self.coupled = self.gcfg.noise == "coupled"
         if str(data) == "shapes":
+            if self.coupled:
+                raise InputError("a coupled-noise student trains on (source noise, image) pairs: it needs a "
+                                 "synthetic set, not --data shapes")
             self.data = None
         else:
             from pixdiff.transfer.synth import SynthSet
-            self.data = SynthSet(data, cfg.limit or None)
+            self.data = SynthSet(data, cfg.limit or None, noise=self.coupled)
             self.data.images = self.data.images.to(self.device)  # a GPU holds the whole set (8,000 images: 1.6 GB)
+            if self.coupled and self.data.noise.shape[1:] != student.latent_shape:
+                raise InputError(f"{data} records starting noise of shape {tuple(self.data.noise.shape[1:])}; "
+                                 f"this student's source draws {student.latent_shape}")
             if self.data.images.shape[-1] != self.gcfg.size:
                 raise InputError(f"{data} holds {self.data.images.shape[-1]}px images; the student makes "
                                  f"{self.gcfg.size}px")
@@ -67,12 +75,21 @@ class L2PTask:
             rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
             x, prompts = scene_batch(n, rng, self.gcfg.size)
         else:
-            x, prompts = self.data.sample(n, g)
-        return {"x": x.to(self.device), "captions": self.captions(prompts, g)}
+            x, prompts, eps_latent = self.data.sample(n, g)
+        if not self.coupled:
+            return {"x": x.to(self.device), "captions": self.captions(prompts, g)}
+        # Coupled pairs: each image with the pixel noise the aligned embedding reads as the noise the source started
+        # it from (reflow-style; the student can learn the source's noise -> image map). A dropped caption keeps
+        # white noise: the unconditional branch stays an ordinary flow over all images.
+        drop = torch.tensor(self.captions.dropped(n, g))
+        eps = self.model.couple(eps_latent, torch.randn(x.shape, generator=g))
+        eps[drop] = torch.randn(eps[drop].shape, generator=g)
+        captions = self.captions.states(["" if d else p for p, d in zip(prompts, drop.tolist())])
+        return {"x": x.to(self.device), "captions": captions, "eps": eps.to(self.device)}
 
     def loss(self, model, b: dict, g: torch.Generator):
         t = sample_t_logit_normal(len(b["x"]), generator=g, s=self.gcfg.shift).to(self.device)
-        return flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g).mean(), {}
+        return flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g, b.get("eps")).mean(), {}
 
     def export(self, model, out_dir: Path) -> None:
         save_release(model.state_dict(), self.gcfg.for_new_weights().to_dict(), out_dir)

@@ -82,3 +82,20 @@ def aligned_embedding(weight: torch.Tensor, bias: torch.Tensor, alignment: Align
     """The source's latent embedding (W, b) on a flat latent patch, composed with z = M x + c: (W M, b + W c)."""
     w = weight.double()
     return (w @ alignment.map.double()).float(), (bias.double() + w @ alignment.offset.double()).float()
+
+
+def couple_noise(eps_latent: torch.Tensor, xi: torch.Tensor, embed_map: torch.Tensor, family, patch: int
+                 ) -> torch.Tensor:
+    """Pixel noise that the aligned embedding reads as the source's latent noise (coupled noise, beyond the paper).
+
+    eps_latent: (B, C, h, w) the source's starting noise; xi: (B, 3, H, W) fresh white noise; embed_map: M,
+    (d_latent, d_pixel) on flat patches in `family`'s order; patch: the pixel patch. Per patch,
+    eps = M^+ eps_latent + (I - M^+ M) xi, so that M eps = eps_latent exactly, and eps ~ N(0, I) where M M^T = I
+    (fit_alignment makes it so up to its noise gain, e.g. 1.007). Returns (B, 3, H, W)."""
+    latent_patch = patch * eps_latent.shape[-1] // xi.shape[-1]
+    m = embed_map.double()
+    pinv = torch.linalg.pinv(m)  # (d_pixel, d_latent)
+    z = family.patch_vectors(eps_latent.double(), latent_patch)  # (B N, d_latent)
+    v = family.patch_vectors(xi.double(), patch)  # (B N, d_pixel)
+    eps = z @ pinv.T + v - (v @ m.T) @ pinv.T
+    return family.from_patch_vectors(eps, patch, xi.shape).to(xi.dtype)

@@ -56,6 +56,11 @@ class ZImageFamily:
         b, c, h, w = x.shape
         return x.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 3, 5, 1).reshape(-1, patch**2 * c)
 
+    def from_patch_vectors(self, v: torch.Tensor, patch: int, shape) -> torch.Tensor:
+        """The inverse of patch_vectors: (B H/P W/P, P P C) -> `shape` (B, C, H, W)."""
+        b, c, h, w = shape
+        return v.reshape(b, h // patch, w // patch, patch, patch, c).permute(0, 5, 1, 3, 2, 4).reshape(shape)
+
     def embed_matrix(self, w: torch.Tensor) -> torch.Tensor:
         return w  # a linear layer: (D, P P C) already
 
@@ -107,6 +112,11 @@ class SD3Family:
         """(B, C, H, W) -> (B H/P W/P, C P P): each patch flattened as the conv kernel reads it."""
         b, c, h, w = x.shape
         return x.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5).reshape(-1, c * patch**2)
+
+    def from_patch_vectors(self, v: torch.Tensor, patch: int, shape) -> torch.Tensor:
+        """The inverse of patch_vectors: (B H/P W/P, C P P) -> `shape` (B, C, H, W)."""
+        b, c, h, w = shape
+        return v.reshape(b, h // patch, w // patch, c, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(shape)
 
     def embed_matrix(self, w: torch.Tensor) -> torch.Tensor:
         return w.reshape(w.shape[0], -1)  # (D, C, P, P) conv kernel -> (D, C P P)

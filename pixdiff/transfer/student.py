@@ -19,7 +19,7 @@ from torch import nn
 from pixdiff.errors import InputError
 from pixdiff.flow.time import velocity_from_x0
 from pixdiff.nn.detailer import DetailerHead, LinearHead
-from pixdiff.transfer.embed import Alignment, aligned_embedding
+from pixdiff.transfer.embed import Alignment, aligned_embedding, couple_noise
 from pixdiff.transfer.families import FAMILIES, TokenTap, family_of
 
 
@@ -46,7 +46,8 @@ class PixelStudent(nn.Module):
     prediction "v": the head's output is the velocity (L2P); "x": it is the clean image and v = (x_t - x) / t, with
     t clipped at flow.time.T_MIN (JiT's x-prediction, for pixels where a velocity head leaves noise at low t)."""
 
-    def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead, prediction: str = "v"):
+    def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead, prediction: str = "v",
+                 embed_map: torch.Tensor | None = None):
         super().__init__()
         if prediction not in ("v", "x"):
             raise InputError(f"unknown prediction {prediction!r}: v (velocity, L2P) or x (clean image, JiT)")
@@ -58,6 +59,22 @@ class PixelStudent(nn.Module):
         if head.patch != self.patch:
             raise InputError(f"the Detailer Head works on a {head.patch}-pixel grid but the transformer's patch is "
                              f"{self.patch}")
+        if embed_map is not None:  # coupled noise: the pixel -> latent patch map M of the aligned embedding
+            self.register_buffer("embed_map", embed_map.float())
+        else:
+            self.embed_map = None
+
+    @property
+    def coupled(self) -> bool:
+        return self.embed_map is not None
+
+    def couple(self, eps_latent: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) source noise + (B, 3, H, W) white noise -> (B, 3, H, W) pixel noise the embedding reads as
+        that source noise (embed.couple_noise)."""
+        if not self.coupled:
+            raise InputError("this student samples plain pixel noise; coupled noise needs a student transferred "
+                             "with --embed latent --coupled-noise")
+        return couple_noise(eps_latent, xi, self.embed_map.cpu(), self.family, self.patch).to(xi.device)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, captions: list[torch.Tensor]) -> torch.Tensor:
         """x: (B, 3, H, W) noisy image; t: (B,); captions: B tensors (L_i, D_text). Returns (B, 3, H, W)."""
@@ -137,11 +154,12 @@ def make_head(kind: str, token_dim: int, patch: int, channels=None, widest: int 
 
 def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, head_widest: int = 128,
              patch: int | None = None, head: str = "detailer", prediction: str = "v",
-             alignment: Alignment | None = None) -> tuple[PixelStudent, TransferReport]:
+             alignment: Alignment | None = None, coupled: bool = False) -> tuple[PixelStudent, TransferReport]:
     """Build the pixel student of a latent transformer `source` (a diffusers model of a known family).
     patch: the student's pixel patch, if you must name it; it has to be vae_factor x the source's latent patch.
     head: "detailer" (L2P) or "linear" (the unpatchify ablation); prediction: see PixelStudent.
-    alignment: a pixel -> latent patch map (embed.alignment_from_images) for a latent-aligned patch embedding."""
+    alignment: a pixel -> latent patch map (embed.alignment_from_images) for a latent-aligned patch embedding;
+    coupled: keep that map in the student to draw coupled noise (PixelStudent.couple)."""
     fam = family_of(source)
     cfg = dict(source.config)
     want = vae_factor * fam.latent_patch(cfg)
@@ -158,7 +176,9 @@ def transfer(source: nn.Module, vae_factor: int, n_train: int, seed: int = 42, h
     copied = set(report.copied)
     report.removed = [n for n in src_sd if n not in copied]
     head_module = make_head(head, fam.token_dim(cfg), patch, widest=head_widest)
-    student = PixelStudent(pixel, head_module, prediction)
+    if coupled and alignment is None:
+        raise InputError("coupled noise needs the latent-aligned embedding (--embed latent): its map couples them")
+    student = PixelStudent(pixel, head_module, prediction, alignment.map if coupled else None)
     report.new += [f"head.{n}" for n, _ in head_module.named_parameters()]
     report.frozen = freeze_middle(student, n_train)
     report.params = param_counts(student, report)
@@ -188,6 +208,8 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
         raise InputError(f"grow factor must be a power of two >= 2, got {factor}")
     if not isinstance(student.head, DetailerHead):
         raise InputError("growing needs a Detailer Head student (the linear head is an ablation)")
+    if student.coupled:
+        raise InputError("growing a coupled-noise student is not supported (its noise map fits the old patch)")
     fam, old = student.family, student.transformer
     patch = student.patch * factor
     torch.manual_seed(seed)
@@ -220,8 +242,9 @@ def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tupl
 
 
 def build_student(family: str, transformer_config: dict, channels, n_train: int, head: str = "detailer",
-                  prediction: str = "v") -> PixelStudent:
-    """An (untrained) student with the architecture a release records; load its weights next."""
+                  prediction: str = "v", embed_map_shape: tuple[int, int] | None = None) -> PixelStudent:
+    """An (untrained) student with the architecture a release records; load its weights next.
+    embed_map_shape: (d_latent, d_pixel) for a coupled-noise student (its map is loaded with the weights)."""
     import diffusers
 
     if family not in FAMILIES:
@@ -230,7 +253,7 @@ def build_student(family: str, transformer_config: dict, channels, n_train: int,
     fam = FAMILIES[family]
     patch = fam.latent_patch(dict(transformer.config))
     student = PixelStudent(transformer, make_head(head, fam.token_dim(transformer_config), patch, channels),
-                           prediction)
+                           prediction, torch.zeros(embed_map_shape) if embed_map_shape else None)
     freeze_middle(student, n_train)
     return student
 

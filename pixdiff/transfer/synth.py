@@ -7,7 +7,9 @@ Taxonomy: category -> subcategory -> leaf prompts, e.g.
     composition -> circle + square  -> "one blue circle and two green squares", ...
     relation    -> to the left of   -> "a red circle to the left of a yellow triangle", ...
 
-The set is a folder of PNGs plus `captions.jsonl` (one line per image: file, prompt, taxonomy path, seed).
+The set is a folder of PNGs plus `captions.jsonl` (one line per image: file, prompt, taxonomy path, index, cfg, and
+how its starting noise was drawn: `noise` = [seed, rows, row] of torch.randn(rows, *noise_shape) on a CPU generator,
+so a student can train on (the source's noise, its image) pairs: `pixdiff train l2p --coupled-noise`).
 """
 from __future__ import annotations
 
@@ -102,12 +104,14 @@ def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, 
     for i in tqdm(range(start, len(jobs), batch), desc="synth", disable=not progress, initial=start // batch,
                   total=-(-len(jobs) // batch)):
         chunk = jobs[i : i + batch]
-        images = generator.generate([p for p, _, _ in chunk], cfg=cfg,
-                                    generator=torch.Generator().manual_seed(seed * 100_003 + i))
+        noise_seed = seed * 100_003 + i
+        noise = generator.noise(len(chunk), torch.Generator().manual_seed(noise_seed))
+        images = generator.generate([p for p, _, _ in chunk], cfg=cfg, noise=noise)
         rows = []
         for j, ((prompt, path, k), im) in enumerate(zip(chunk, images)):
             save_image(im, out / f"{i + j:06d}.png")
-            rows.append({"file": f"{i + j:06d}.png", "prompt": prompt, "taxonomy": path, "index": k, "cfg": cfg})
+            rows.append({"file": f"{i + j:06d}.png", "prompt": prompt, "taxonomy": path, "index": k, "cfg": cfg,
+                         "noise": [noise_seed, len(chunk), j], "noise_shape": list(generator.noise_shape)})
         with open(out / CAPTIONS, "a") as f:  # after the images: a listed file always exists
             f.writelines(json.dumps(r) + "\n" for r in rows)
     return {"images": len(jobs), "prompts": n_prompts, "folder": str(out), "source": generator.name, "cfg": cfg,
@@ -115,9 +119,10 @@ def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, 
 
 
 class SynthSet:
-    """A synthetic set on disk: (images (N, 3, H, W) in [-1, 1], prompts), loaded once."""
+    """A synthetic set on disk: (images (N, 3, H, W) in [-1, 1], prompts), loaded once; with `noise=True` also each
+    image's starting noise (N, C, h, w) as the source drew it (remade from the seeds its captions record)."""
 
-    def __init__(self, folder: str | Path, limit: int | None = None):
+    def __init__(self, folder: str | Path, limit: int | None = None, noise: bool = False):
         folder = Path(folder)
         if not (folder / CAPTIONS).exists():
             raise InputError(f"{folder}: no {CAPTIONS} (make a synthetic set with `pixdiff synth`)")
@@ -127,10 +132,27 @@ class SynthSet:
             raise InputError(f"{folder}: the synthetic set is empty")
         self.prompts = [r["prompt"] for r in rows]
         self.images = torch.stack([to_float(load_image(folder / r["file"]).pixels) for r in rows])
+        self.noise = self._noise(folder, rows) if noise else None
+
+    @staticmethod
+    def _noise(folder: Path, rows: list[dict]) -> torch.Tensor:
+        if any("noise" not in r for r in rows):
+            raise InputError(f"{folder} does not record its images' starting noise (made before pixdiff recorded "
+                             "it); make the set again with `pixdiff synth`")
+        batches = {}  # (seed, rows, shape) -> the batch's noise, drawn as synthesize drew it
+        out = []
+        for r in rows:
+            (seed, n, j), shape = r["noise"], tuple(r["noise_shape"])
+            if (seed, n, shape) not in batches:
+                batches[(seed, n, shape)] = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+            out.append(batches[(seed, n, shape)][j])
+        return torch.stack(out)
 
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def sample(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    def sample(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """n random (images, prompts, starting noise or None)."""
         idx = torch.randint(len(self), (n,), generator=g)
-        return self.images[idx], [self.prompts[i] for i in idx.tolist()]
+        noise = None if self.noise is None else self.noise[idx]
+        return self.images[idx], [self.prompts[i] for i in idx.tolist()], noise
