@@ -1,7 +1,8 @@
 """Do two generators lay out the same scene for the same prompt and seed? The correlation of their samples' coarse
 layouts (grey level, area-averaged to 8 x 8 cells), per sample pair, against the same measure between mismatched
 pairs (each sample against another prompt's sample of the other model: the chance level). Samples are drawn as
-`eval l2p` draws them (same prompts, seeds, noise), read from its --cache when there.
+`eval l2p` draws them (same prompts, seeds, noise), read from its --cache when there. Also the PSNR between the
+two samples of a prompt and seed (and, as chance, between mismatched pairs).
 
   python scripts/l2p_layout_agreement.py --model l2p-shapes --model runs/fresh/s12-at16/weights --cache runs/samples
 """
@@ -30,13 +31,22 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return round(float(matched), 3), round(float(chance), 3)
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR (dB, images in [-1, 1]) of matched pairs, and of each sample with the next one's partner (chance):
+    how nearly the two draw the same picture, colour and all."""
+    def mean_psnr(x, y):
+        mse = (x.float() - y.float()).square().flatten(1).mean(1).clamp(min=1e-10)
+        return round(float((10 * torch.log10(4 / mse)).mean()), 2)
+    return mean_psnr(a, b), mean_psnr(a, b.roll(1, 0))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="generator (shipped name or folder); repeat")
     ap.add_argument("--prompts", type=int, default=30)
     ap.add_argument("--per-prompt", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--cfg", type=float, help="guidance scale (default: each model's, as `eval l2p` without --cfg)")
     ap.add_argument("--cache", help="eval l2p's sample cache")
     args = ap.parse_args()
     prompts = heldout_prompts(args.prompts)
@@ -44,10 +54,11 @@ def main() -> None:
     for name in args.model:
         gen = load_generator(name)
         samples[name] = cached_samples(gen, prompts, args.per_prompt, args.seed, cfg=args.cfg, cache=args.cache)
-    print("| model A | model B | layout correlation, same prompt and seed | mismatched pairs (chance) |\n|---|---|---|---|")
+    print("| model A | model B | layout correlation, same prompt and seed (chance) | PSNR, same prompt and seed "
+          "(chance) |\n|---|---|---|---|")
     for a, b in itertools.combinations(samples, 2):
-        m, c = agreement(samples[a], samples[b])
-        print(f"| {a} | {b} | {m:.3f} | {c:.3f} |")
+        (m, c), (pm, pc) = agreement(samples[a], samples[b]), psnr(samples[a], samples[b])
+        print(f"| {a} | {b} | {m:.3f} ({c:.3f}) | {pm:.2f} ({pc:.2f}) |")
 
 
 if __name__ == "__main__":
