@@ -9,7 +9,8 @@ Taxonomy: category -> subcategory -> leaf prompts, e.g.
 
 The set is a folder of PNGs plus `captions.jsonl` (one line per image: file, prompt, taxonomy path, index, cfg, and
 how its starting noise was drawn: `noise` = [seed, rows, row] of torch.randn(rows, *noise_shape) on a CPU generator,
-so a student can train on (the source's noise, its image) pairs: `pixdiff train l2p --coupled-noise`).
+so that a coupled-noise student (`pixdiff transfer --coupled-noise`) can train on (the source's noise, its image)
+pairs; not recorded for a teacher that itself draws coupled noise).
 """
 from __future__ import annotations
 
@@ -110,8 +111,9 @@ def synthesize(generator, n_prompts: int, out: str | Path, per_prompt: int = 2, 
         rows = []
         for j, ((prompt, path, k), im) in enumerate(zip(chunk, images)):
             save_image(im, out / f"{i + j:06d}.png")
-            rows.append({"file": f"{i + j:06d}.png", "prompt": prompt, "taxonomy": path, "index": k, "cfg": cfg,
-                         "noise": [noise_seed, len(chunk), j], "noise_shape": list(generator.noise_shape)})
+            rows.append({"file": f"{i + j:06d}.png", "prompt": prompt, "taxonomy": path, "index": k, "cfg": cfg})
+            if generator.cfg.noise == "pixel":  # plain torch.randn, remade from this record
+                rows[-1].update(noise=[noise_seed, len(chunk), j], noise_shape=list(generator.noise_shape))
         with open(out / CAPTIONS, "a") as f:  # after the images: a listed file always exists
             f.writelines(json.dumps(r) + "\n" for r in rows)
     return {"images": len(jobs), "prompts": n_prompts, "folder": str(out), "source": generator.name, "cfg": cfg,
