@@ -99,12 +99,15 @@ def run_grow(args) -> int:
         raise InputError(f"--grow needs an L2P student as --source; {gen.name} is a latent generator")
     student, report = grow_student(gen.velocity, args.grow, seed=args.seed)
     cfg = gen.cfg.for_new_weights(size=gen.cfg.size * args.grow, transformer=dict(student.transformer.config),
-                                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift)
+                                  head_channels=list(student.head.channels), shift=args.shift or gen.cfg.shift,
+                                  noise="pixel")
     save_release(student.state_dict(), cfg.to_dict(), args.out)
     rep = {**report.__dict__, "source": str(args.source), "size": cfg.size}
     (args.out / "transfer_report.json").write_text(json.dumps(rep, indent=2) + "\n")
     emit(args, rep, f"grown {gen.name} to {cfg.size}px: pixel patch {report.patch}, {len(report.copied)} tensors "
-                    f"from the {gen.cfg.size}px student, {len(report.new)} new -> {args.out}/")
+                    f"from the {gen.cfg.size}px student, {len(report.new)} new -> {args.out}/"
+                    + ("; it samples plain pixel noise (the coupled-noise map fits the old patch)"
+                       if gen.cfg.noise == "coupled" else ""))
     return 0
 
 

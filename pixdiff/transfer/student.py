@@ -203,13 +203,13 @@ def aligned_embed(fam, source: nn.Module, pixel: nn.Module, alignment: Alignment
 def grow_student(student: PixelStudent, factor: int = 2, seed: int = 42) -> tuple[PixelStudent, TransferReport]:
     """L2P's high-resolution stage in miniature: the same transformer at `factor` x the resolution with a patch
     `factor` x as large (the same token grid), initialised from `student`. The new patch embedding embeds a patch as
-    the old one embeds its average-pooled version; the Detailer Head gains outer stages and keeps the inner ones."""
+    the old one embeds its average-pooled version; the Detailer Head gains outer stages and keeps the inner ones.
+    A coupled-noise student grows into one that samples plain pixel noise: its map fits the old patch, and the grown
+    stage trains on rendered scenes, which carry no source noise."""
     if factor < 2 or factor & (factor - 1):
         raise InputError(f"grow factor must be a power of two >= 2, got {factor}")
     if not isinstance(student.head, DetailerHead):
         raise InputError("growing needs a Detailer Head student (the linear head is an ablation)")
-    if student.coupled:
-        raise InputError("growing a coupled-noise student is not supported (its noise map fits the old patch)")
     fam, old = student.family, student.transformer
     patch = student.patch * factor
     torch.manual_seed(seed)
