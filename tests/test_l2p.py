@@ -294,6 +294,10 @@ def test_object_stats_count_objects_and_measure_their_area():
     assert r["stray"] == 0.0 and blue["stray"] == 1.5 and blue["median_area"] is None  # no blue object to measure
     assert 1.0 <= r["median_area"] / (20**2 / 128**2) < 1.15  # the median of about 400, 400 and 1600 pixels
     assert (r["extra"], r["missing"], blue["extra"], blue["missing"]) == (0.5, 0.0, 0.0, 1.0)
+    # colours and counts right in the first image only, and there the shape too; asked a circle, the shape is wrong
+    assert (r["colour_counts"], r["shapes_right"], blue["colour_counts"], blue["shapes_right"]) == (0.5, 1.0, 0.0, None)
+    circle, ok = geneval_lite(ims[:1], ["one red circle"], per_prompt=1)
+    assert ok == [False] and (circle["colour_counts"], circle["shapes_right"]) == (1.0, 0.0)
     # a yellow strip 2 px from the red square is a fringe (touching); the same strip far from it is an object apart
     fringe, apart = one.copy(), one.copy()
     fringe[32:48, 52:57] = apart[100:116, 100:105] = (255, 255, 0)

@@ -91,16 +91,23 @@ def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> di
     """What the objects look like, whether or not the prompt passes: objects found per image against objects asked;
     per asked colour, objects too many (extra: fragments) and too few (missing: merged or absent); how many of
     those found are of a colour the caption does not name (stray: wrong colours, colour fringes) and how many of
-    these touch another blob (fringes and split objects, which a true scene never has); and the median area of the
-    objects of an asked colour (a fraction of the image). Continuous where the pass rate is a few percent."""
+    these touch another blob (fringes and split objects, which a true scene never has); the median area of the
+    objects of an asked colour (a fraction of the image); the share of images whose objects have exactly the asked
+    colours and counts (colour_counts: the pass rate if shapes and relations were not checked) and, in those, the
+    share of asked objects read as the asked shape (shapes_right). Continuous where the pass rate is a few percent."""
     reqs = [parse(p) for p in job_prompts(prompts, per_prompt)]
-    extra, missing, stray, touching, areas = [], [], [], [], []
+    extra, missing, stray, touching, areas, colour_ok, shapes = [], [], [], [], [], [], []
     for r, req in zip(reports, reqs):
-        asked = Counter()
-        for (colour, _), n in req.counts.items():
+        asked, asked_objects = Counter(), Counter()
+        for (colour, shape), n in req.counts.items():
             asked[colour] += n
+            asked_objects[(colour, shape)] += n
         colours = [f.split(" ")[0] for f in r["found"]]
         found = Counter(colours)
+        colour_ok.append(found == asked)
+        if found == asked:  # the same objects by colour: how many are also the asked shape (multiset overlap)
+            right = asked_objects & Counter(tuple(f.split(" ")) for f in r["found"])
+            shapes.append((sum(right.values()), sum(asked.values())))
         extra.append(sum(max(found[c] - n, 0) for c, n in asked.items()))
         missing.append(sum(max(n - found[c], 0) for c, n in asked.items()))
         stray.append(sum(c not in asked for c in colours))
@@ -113,7 +120,9 @@ def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> di
     return {"objects": mean([len(r["areas"]) for r in reports]),
             "asked": mean([sum(req.counts.values()) for req in reqs]),
             "extra": mean(extra), "missing": mean(missing), "stray": mean(stray), "stray_touching": mean(touching),
-            "median_area": round(float(np.median(areas)), 4) if areas else None}
+            "median_area": round(float(np.median(areas)), 4) if areas else None,
+            "colour_counts": mean(colour_ok),
+            "shapes_right": round(sum(a for a, _ in shapes) / sum(n for _, n in shapes), 3) if shapes else None}
 
 
 def summarize(ok: list[bool], prompts: list[str], per_prompt: int) -> dict:
@@ -194,14 +203,15 @@ def markdown_table(result: dict) -> str:
     def row(name: str, r: dict, tail: str) -> str:
         by_cat = " | ".join(str(r["by_category"].get(c, "")) for c in cats)
         objects = (f"{r['objects']} / {r['asked']} | {r.get('extra', '')} / {r.get('missing', '')} | {r['stray']}"
-                   f" ({r.get('stray_touching', '')}) | {r['median_area']}" if "objects" in r
-                   else " | | | ")  # (JSON written before these columns)
+                   f" ({r.get('stray_touching', '')}) | {r['median_area']} | {r.get('colour_counts', '')} | "
+                   f"{r.get('shapes_right', '')}" if "objects" in r
+                   else " | | | | | ")  # (JSON written before these columns)
         return f"| {name} | {r['accuracy']} ± {r['se']} | {by_cat} | {objects} | {tail} |"
 
     head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | asked colours: extra"
-            " / missing | of a colour not asked (touching another) | median area of the others | retention | vs "
-            "source: gained / lost (z) | Frechet to source |")
-    lines = [head, "|---" * (len(cats) + 9) + "|"]
+            " / missing | of a colour not asked (touching another) | median area of the others | asked colours and "
+            "counts exactly | of those, shapes right | retention | vs source: gained / lost (z) | Frechet to source |")
+    lines = [head, "|---" * (len(cats) + 11) + "|"]
     s = result["source"]
     lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
