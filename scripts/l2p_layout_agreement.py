@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.eval.l2p import cached_samples
+from pixdiff.eval.metrics import psnr
 from pixdiff.ldm.generator import load_generator
 from pixdiff.transfer.synth import heldout_prompts
 
@@ -31,13 +32,10 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return round(float(matched), 3), round(float(chance), 3)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR (dB, images in [-1, 1]) of matched pairs, and of each sample with the next one's partner (chance):
-    how nearly the two draw the same picture, colour and all."""
-    def mean_psnr(x, y):
-        mse = (x.float() - y.float()).square().flatten(1).mean(1).clamp(min=1e-10)
-        return round(float((10 * torch.log10(4 / mse)).mean()), 2)
-    return mean_psnr(a, b), mean_psnr(a, b.roll(1, 0))
+def pair_psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR (dB) of matched pairs, and of each sample with the next one's partner (chance): how nearly the two
+    draw the same picture, colour and all."""
+    return round(float(psnr(a, b).mean()), 2), round(float(psnr(a, b.roll(1, 0)).mean()), 2)
 
 
 def main() -> None:
@@ -57,7 +55,7 @@ def main() -> None:
     print("| model A | model B | layout correlation, same prompt and seed (chance) | PSNR, same prompt and seed "
           "(chance) |\n|---|---|---|---|")
     for a, b in itertools.combinations(samples, 2):
-        (m, c), (pm, pc) = agreement(samples[a], samples[b]), psnr(samples[a], samples[b])
+        (m, c), (pm, pc) = agreement(samples[a], samples[b]), pair_psnr(samples[a], samples[b])
         print(f"| {a} | {b} | {m:.3f} ({c:.3f}) | {pm:.2f} ({pc:.2f}) |")
 
 
