@@ -8,16 +8,19 @@ from PIL import Image
 from pixdiff.cli.main import build_parser, main
 
 SEEDED = ["roundtrip", "train", "upscale", "encode", "decode", "generate", "transfer", "synth", "demo"]
+EVAL = [["eval", "decode"], ["eval", "l2p"]]  # seeded too
 UNSEEDED = [["info"], ["configure"], ["bench", "generate"]]  # nothing random in them: no --seed to mislead
+LONG = {"train", "upscale", "decode", "generate", "synth", "demo", "eval"}  # progress bars, and --no-progress
 
 
-@pytest.mark.parametrize("cmd", [[c] for c in SEEDED] + UNSEEDED)
+@pytest.mark.parametrize("cmd", [[c] for c in SEEDED] + EVAL + UNSEEDED)
 def test_every_command_has_help_json_and_seed_where_it_draws(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--json" in out and ("--seed" in out) == (cmd[0] in SEEDED)
+    assert "--json" in out and ("--seed" in out) == (cmd in EVAL or cmd[0] in SEEDED)
+    assert ("--no-progress" in out) == (cmd[0] in LONG)
 
 
 def test_info_json(capsys):

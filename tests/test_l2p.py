@@ -83,7 +83,10 @@ def test_synth_transfer_train_generate(chain, capsys):
     from pixdiff.transfer.synth import MAX_HELDOUT, heldout_prompts
     assert not {r["prompt"] for r in rows} & set(heldout_prompts(MAX_HELDOUT))
     assert len(SynthSet(root / "synth")) == 10 and len(SynthSet(root / "synth", limit=4)) == 4
-    capsys.readouterr()
+    assert "synth:" in capsys.readouterr().err  # the progress bar, which --no-progress hides
+    assert main(["synth", "--teacher", str(root / "ldm" / "weights"), "--n", "1", "--out", str(root / "quiet"),
+                 "--no-progress"]) == 0
+    assert "synth:" not in capsys.readouterr().err
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--out", str(root / "student"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["family"] == "z-image" and rep["patch"] == 16 and rep["copied"] and rep["n_train"] == 1

@@ -18,7 +18,7 @@ def register(sub) -> None:
     g.add_argument("--size", type=int, default=256, help="image side (default 256)")
     g.add_argument("--steps", type=int, default=30, help="steps per image for the per-image totals")
     g.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
-    add_common(g, seed=None)
+    add_common(g, seed=None, progress=False)
     g.set_defaults(func=run_generate)
 
 

@@ -8,13 +8,22 @@ import sys
 from pathlib import Path
 
 
-def add_common(p: argparse.ArgumentParser, seed: int | None = 0) -> None:
-    """--json, and --seed with this default (None: the command draws nothing at random, so it has no --seed)."""
+def add_common(p: argparse.ArgumentParser, seed: int | None = 0, progress: bool = True) -> None:
+    """--json, --seed with this default (None: the command draws nothing at random, so it has no --seed), and
+    --no-progress where the command has long work (progress=True)."""
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="machine-readable result: on stdout, or into FILE when one is given")
+    if progress:
+        p.add_argument("--no-progress", action="store_true",
+                       help="hide the progress bars (for logs; --json without FILE hides them too)")
     if seed is not None:
         p.add_argument("--seed", type=int, default=seed,
                        help=f"random seed (default {seed}); the same seed reproduces the output")
+
+
+def show_progress(args) -> bool:
+    """Progress bars (on stderr) unless --no-progress, or --json puts the result on stdout."""
+    return not getattr(args, "no_progress", False) and args.json != "-"
 
 
 def emit(args, result: dict, human: str | None = None) -> None:

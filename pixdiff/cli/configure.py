@@ -30,7 +30,7 @@ def register(sub) -> None:
     g.add_argument("--steps", type=int, help="default sampling steps (>= 1)")
     g.add_argument("--cfg", type=float, help="default classifier-free guidance scale (>= 1; 1 = off)")
     p.add_argument("--out", type=Path, required=True, help="release folder to write")
-    add_common(p, seed=None)
+    add_common(p, seed=None, progress=False)
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, emit, note
+from pixdiff.cli.common import add_common, emit, note, show_progress
 from pixdiff.cli.upscale import add_decoding_options
 
 
@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--source", default="vae-f8c16", help="latent source name or path (default: vae-f8c16)")
     p.add_argument("--weights", type=Path, help="weights folder for sources that need one (taef2)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    add_common(p)
+    add_common(p, progress=False)
     p.set_defaults(func=run_encode)
 
     p = sub.add_parser("decode", help="decode latents files with PiD",
@@ -94,7 +94,7 @@ def run_decode(args) -> int:
                              "latents")
         g = torch.Generator().manual_seed(args.seed)
         y = dec.decode(z, sigma=args.sigma, steps=args.steps, sampler=args.sampler, generator=g,
-                       progress=args.json != "-", prompt=args.prompt, guidance=args.guidance,
+                       progress=show_progress(args), prompt=args.prompt, guidance=args.guidance,
                        temperature=args.temperature, latent_guidance=args.latent_guidance,
                        back_projection=args.back_projection)
         for i, im in enumerate(y):

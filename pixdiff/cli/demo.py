@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, default_photos, emit, note
+from pixdiff.cli.common import add_common, default_photos, emit, note, show_progress
 
 
 def register(sub) -> None:
@@ -40,7 +40,7 @@ def run(args) -> int:
         note("taef2 skipped: no weights (set PIXDIFF_TAEF2 or pass --taef2 DIR)")
     results, columns = {}, {"input": crops}
     for src in sources:
-        r = evaluate_roundtrip(src, crops, names, progress=not args.json)
+        r = evaluate_roundtrip(src, crops, names, progress=show_progress(args))
         columns[src.name] = r.pop("recon")
         results[src.name] = r
     for col, images in columns.items():
@@ -79,7 +79,7 @@ def pid_demo(args, crops, names, sources: dict) -> dict:
             continue
         src = sources[dec.source["name"]]
         methods = build_methods(src, dec, steps=args.steps, sigmas=())
-        r = evaluate_decode(src, methods, crops, names, dec.cfg.scale, seed=args.seed, progress=args.json != "-")
+        r = evaluate_decode(src, methods, crops, names, dec.cfg.scale, seed=args.seed, progress=show_progress(args))
         outputs = r.pop("outputs")
         cols = {"HQ": crops, **{k.split(" ")[0]: v for k, v in outputs.items()}}
         r.pop("lq")

@@ -4,7 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, add_device, compute_device, default_photos, emit, note
+from pixdiff.cli.common import (
+    add_common,
+    add_device,
+    compute_device,
+    default_photos,
+    emit,
+    note,
+    show_progress,
+)
 
 
 def register(sub) -> None:
@@ -108,7 +116,7 @@ def run_decode(args) -> int:
                             temperature=args.temperature, latent_guidance=args.latent_guidance,
                             back_projection=args.back_projection, **extra)
     r = evaluate_decode(source, methods, crops, names, pid.cfg.scale, features, args.batch, args.seed,
-                        progress=args.json != "-")
+                        progress=show_progress(args))
     outputs, lq = r.pop("outputs"), r.pop("lq")
     if args.sheet:
         from pixdiff.data.images import resize
@@ -140,7 +148,7 @@ def run_l2p(args) -> int:
         st.name = name  # runs/s2/student/weights and runs/s3/student/weights: columns s2/student and s3/student
     features = frechet_features(args.taef2)
     r = evaluate_l2p(source, students, args.prompts, args.per_prompt, args.seed, args.steps, args.cfg, features,
-                     progress=args.json != "-", cache=args.cache, batch=args.batch)
+                     progress=show_progress(args), cache=args.cache, batch=args.batch)
     samples = r.pop("samples")
     if args.sheet:
         from pixdiff.eval.sheet import image_sheet

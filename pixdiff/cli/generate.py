@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, add_device, compute_device, emit, note
+from pixdiff.cli.common import add_common, add_device, compute_device, emit, note, show_progress
 
 
 def register(sub) -> None:
@@ -56,7 +56,7 @@ def run(args) -> int:
     for k in range(0, len(jobs), args.batch):
         chunk = jobs[k : k + args.batch]
         images = gen.generate([p for p, _ in chunk], steps=args.steps, cfg=args.cfg, generator=g, decoder=decoder,
-                              stop_at=args.stop_at, decoder_steps=args.decoder_steps, progress=args.json != "-")
+                              stop_at=args.stop_at, decoder_steps=args.decoder_steps, progress=show_progress(args))
         for (p, i), im in zip(chunk, images):
             dst = save_image(im, args.out / f"{slug(p)}-{i}.png")
             results.append({"prompt": p, "output": str(dst)})

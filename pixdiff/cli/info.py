@@ -11,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="versions, presets, latent sources and weights found",
                        description="Show library versions, training presets, latent sources and which weights "
                                    "this installation can find.")
-    add_common(p, seed=None)
+    add_common(p, seed=None, progress=False)
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--source", default="vae-f8c16", help="latent source name or path (default: vae-f8c16)")
     p.add_argument("--weights", type=Path, help="weights folder for sources that need one (taef2)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    add_common(p)
+    add_common(p, progress=False)
     p.set_defaults(func=run)
 
 

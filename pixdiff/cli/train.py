@@ -6,7 +6,15 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, add_device, compute_device, default_photos, emit, note
+from pixdiff.cli.common import (
+    add_common,
+    add_device,
+    compute_device,
+    default_photos,
+    emit,
+    note,
+    show_progress,
+)
 
 
 def register(sub) -> None:
@@ -59,7 +67,6 @@ def register(sub) -> None:
     p.add_argument("--max-minutes", type=float,
                    help="end this invocation after M minutes: checkpoint and export the weights reached (the "
                         "schedule keeps its --steps; --resume goes on)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -176,7 +183,7 @@ def run(args) -> int:
     from pixdiff.train.loop import train
 
     setup_s = round(time.time() - began, 1)  # imports, weights, data: what a short GPU run must budget for
-    summary = train(task, opt, args.out, resume=args.resume, config=config, progress=not args.no_progress,
+    summary = train(task, opt, args.out, resume=args.resume, config=config, progress=show_progress(args),
                     max_minutes=args.max_minutes) | {"setup_s": setup_s}
     if summary.get("stopped"):
         emit(args, summary, f"stopped at step {summary['steps']} (checkpoint saved); continue with the same command "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, add_device, compute_device, emit, note
+from pixdiff.cli.common import add_common, add_device, compute_device, emit, note, show_progress
 
 
 def register(sub) -> None:
@@ -43,7 +43,7 @@ def register(sub) -> None:
                         "image paired with the noise the source started it from (the set must record it, as "
                         "`pixdiff synth` does), and seed for seed starts where its source starts (beyond the paper)")
     add_device(p, "encode --data for --embed latent")
-    add_common(p, seed=42)  # seeds the new tensors' initialisation; 42 made every documented student
+    add_common(p, seed=42, progress=False)  # seeds the new tensors' initialisation; 42 made every documented student
     p.set_defaults(func=run_transfer)
 
     p = sub.add_parser("synth", help="L2P's synthetic training set, rendered by a source generator",
@@ -181,6 +181,6 @@ def run_synth(args) -> int:
 
     gen = load_generator(args.teacher).to(compute_device(args.device))
     r = synthesize(gen, args.n, args.out, args.per_prompt, seed=args.seed, cfg=args.cfg, batch=args.batch,
-                   progress=args.json != "-")
+                   progress=show_progress(args))
     emit(args, r, f"{r['images']} images for {r['prompts']} prompts from {r['source']} -> {r['folder']}/")
     return 0

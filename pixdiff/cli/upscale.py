@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixdiff.cli.common import add_common, emit, note
+from pixdiff.cli.common import add_common, emit, note, show_progress
 
 MAX_OUTPUT_PIXELS = 2048 * 2048
 
@@ -77,7 +77,7 @@ def run(args) -> int:
             z = source.encode(x)
         g = torch.Generator().manual_seed(args.seed)
         y = dec.decode(z, sigma=args.sigma, steps=args.steps, sampler=args.sampler, generator=g,
-                       progress=args.json != "-", prompt=args.prompt, guidance=args.guidance,
+                       progress=show_progress(args), prompt=args.prompt, guidance=args.guidance,
                        temperature=args.temperature, latent_guidance=args.latent_guidance,
                        back_projection=args.back_projection)
         dst = save_image(y[0, :, : h * args.scale, : w * args.scale], args.out / f"{path.stem}.png")
