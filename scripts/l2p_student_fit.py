@@ -4,8 +4,9 @@ synthetic set, each with the starting noise its source drew (as `train l2p` pair
 1. the sample: the student's image from that noise and prompt (no guidance) against the source's image, PSNR (dB),
    on the full image and area-averaged to 1/8 (16 x 16: the layout), and the checker's passes of both;
 2. per noise level t: the error of its prediction of the clean image from x_t = (1 - t) x0 + t eps, as the mean
-   squared error on [-1, 1] (all pixels, at 1/8 scale, on object pixels, on background pixels) and the velocity
-   loss it trains on (the same error / t^2).
+   squared error on [-1, 1] (all pixels, at 1/8 scale, on object pixels, on background pixels), the same for x_t
+   itself taken as the clean image (a model that does nothing: above it, the student adds error), and the velocity
+   loss it trains on (the error / t^2).
 
 A student whose training-pair PSNR equals its held-out PSNR to the source (`l2p_layout_agreement.py`) is not short
 of data but of fit; an error at low t that sits on the objects is an edge the student does not restore.
@@ -51,8 +52,8 @@ def main() -> None:
 
     objects = ((x0.max(1).values - x0.min(1).values) > 0.5).unsqueeze(1).expand_as(x0)  # saturated: an object
     caps = st.text.encode(prompts)
-    print("| t | MSE of the clean-image prediction | at 1/8 | on objects | on background | velocity loss |\n"
-          "|---|---|---|---|---|---|")
+    print("| t | MSE of the clean-image prediction | at 1/8 | on objects | on background | of x_t itself | "
+          "velocity loss |\n|---|---|---|---|---|---|---|")
     with torch.no_grad():
         for t in LEVELS:
             tt = torch.full((args.n,), t)
@@ -61,7 +62,7 @@ def main() -> None:
             mse = err.square().mean()
             low = F.avg_pool2d(err, 8).square().mean()
             print(f"| {t} | {mse:.4f} | {low:.4f} | {err[objects].square().mean():.4f} | "
-                  f"{err[~objects].square().mean():.4f} | {mse / t**2:.4f} |")
+                  f"{err[~objects].square().mean():.4f} | {(xt - x0).square().mean():.4f} | {mse / t**2:.4f} |")
 
 
 if __name__ == "__main__":
