@@ -23,7 +23,7 @@ def add_common(p: argparse.ArgumentParser, seed: int | None = 0, progress: bool 
 
 def show_progress(args) -> bool:
     """Progress bars (on stderr) unless --no-progress, or --json puts the result on stdout."""
-    return not getattr(args, "no_progress", False) and args.json != "-"
+    return not args.no_progress and args.json != "-"
 
 
 def emit(args, result: dict, human: str | None = None) -> None:

@@ -4,15 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pixdiff.cli.common import (
-    add_common,
-    add_device,
-    compute_device,
-    default_photos,
-    emit,
-    note,
-    show_progress,
-)
+from pixdiff.cli.common import (add_common, add_device, compute_device, default_photos, emit, note,
+                                show_progress)
 
 
 def register(sub) -> None:

@@ -6,15 +6,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pixdiff.cli.common import (
-    add_common,
-    add_device,
-    compute_device,
-    default_photos,
-    emit,
-    note,
-    show_progress,
-)
+from pixdiff.cli.common import (add_common, add_device, compute_device, default_photos, emit, note,
+                                show_progress)
 
 
 def register(sub) -> None:
