@@ -4,6 +4,8 @@ Data x0 ~ N(mu, diag(s^2)), eps ~ N(0, I), x_t = (1 - t) x0 + t eps. Then (x_t, 
 optimal velocity E[v | x_t] is linear in x_t and the minimum of the loss at time t is Var(v) - Cov(v, x_t)^2 / Var(x_t)
 per dimension.
 """
+import math
+
 import pytest
 import torch
 
@@ -68,6 +70,22 @@ def test_t_samplers_statistics():
     u = flow.sample_t_uniform(200_000, generator=g, s=3.0)
     # P(shift(U, 3) < 0.75) = P(U < 0.5) = 0.5
     assert float((u < 0.75).float().mean()) == pytest.approx(0.5, abs=0.005)
+
+
+def test_low_noise_share_of_the_mixed_t_sampler():
+    # P(shift(sigmoid(N), 3) < 0.1) = Phi(logit(0.1 / 2.8)): the logit-normal's share; the uniform share adds its own
+    ln = 0.5 * (1 + math.erf(math.log((0.1 / 2.8) / (1 - 0.1 / 2.8)) / math.sqrt(2)))
+    assert ln == pytest.approx(0.00049, abs=1e-5)
+    t = flow.sample_t_logit_normal_uniform(400_000, 0.25, torch.Generator().manual_seed(0), s=3.0, t_min=0.05)
+    expect = 0.25 * (0.1 - 0.05) / (1 - 0.05) + 0.75 * ln
+    assert float((t < 0.1).float().mean()) == pytest.approx(expect, abs=8e-4)
+    assert float((t < 0.05).float().mean()) < 0.001  # below t_min: only the logit-normal's own rare draws
+    # p_uniform = 0 is the plain sampler, draw for draw (runs made before the option reproduce)
+    a = flow.sample_t_logit_normal_uniform(64, 0.0, torch.Generator().manual_seed(3), s=3.0)
+    assert torch.equal(a, flow.sample_t_logit_normal(64, generator=torch.Generator().manual_seed(3), s=3.0))
+    for bad, msg in ((dict(p_uniform=1.5), "p_uniform must lie in"), (dict(p_uniform=0.2, t_min=1.0), "t_min must")):
+        with pytest.raises(ValueError, match=msg):
+            flow.sample_t_logit_normal_uniform(4, **bad)
 
 
 @pytest.mark.parametrize("t", [0.1, 0.5, 0.9])

@@ -75,7 +75,7 @@ def test_synth_resumes_after_a_kill_and_refuses_another_set(chain, tmp_path):
     assert (cut / "000013.png").read_bytes() == (tmp_path / "seven" / "000013.png").read_bytes()
 
 
-def test_synth_transfer_train_generate(chain, capsys):
+def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     root = chain
     assert main(["synth", "--teacher", str(root / "ldm" / "weights"), "--n", "5", "--out", str(root / "synth")]) == 0
     rows = [json.loads(x) for x in (root / "synth" / "captions.jsonl").read_text().splitlines()]
@@ -125,6 +125,27 @@ def test_synth_transfer_train_generate(chain, capsys):
     assert done["steps"] == 1 and 0 <= done["setup_s"] < 60  # reported: a GPU run budgets its start-up
     assert json.loads((root / "l2p-s2.5" / "config.json").read_text())["model_config"]["shift"] == 2.5
     assert load_generator(root / "l2p-s2.5" / "weights").cfg.sampling()["shift"] == 2.5
+    # --t-uniform: recorded; a share of uniform t, never below T_MIN for an x-prediction student (its velocity is
+    # (x_t - x) / max(t, T_MIN) and cannot match the target there)
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
+                 "--t-uniform", "0.3", "--steps", "1", "--out", str(root / "l2p-u"), "--no-progress"]) == 0
+    assert json.loads((root / "l2p-u" / "config.json").read_text())["model_config"]["t_uniform"] == 0.3
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
+                 "--t-uniform", "1.5", "--out", str(root / "l2p-bad")]) == 2
+    assert main(["train", "ldm", "--preset", "tiny", "--t-uniform", "0.3", "--out", str(root / "ldm-bad")]) == 2
+    from dataclasses import replace
+
+    import pixdiff.train.l2p as l2p_train
+    from pixdiff.flow import T_MIN
+    task = l2p_train.L2PTask(l2p_train.L2PTrainConfig(t_uniform=1.0), root / "student", root / "synth")
+    seen = []
+    monkeypatch.setattr(l2p_train, "flow_matching_loss", lambda model, x, t, g, eps: seen.append(t) or t)
+    x = {"x": torch.zeros(256, 3, 64, 64), "captions": None}
+    task.loss(None, x, torch.Generator().manual_seed(0))
+    task.gcfg = replace(task.gcfg, prediction="x")
+    task.loss(None, x, torch.Generator().manual_seed(0))
+    monkeypatch.undo()
+    assert float(seen[0].min()) < T_MIN <= float(seen[1].min())
     im = gen.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0))
     assert im.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="generates pixels directly"):

@@ -46,6 +46,10 @@ def register(sub) -> None:
                         "decoder for clean ones. With --init from weights with another head, everything but the "
                         "head is loaded (and the head's tensors whose names and shapes match)")
     p.add_argument("--limit", type=int, help="l2p: use only the first N images of the synthetic set (ablation)")
+    p.add_argument("--t-uniform", type=float, default=0.0, metavar="P",
+                   help="l2p: draw a share P of the training times t uniformly instead of from the shifted "
+                        "logit-normal (default 0; at shift 3 that puts 0.05%% of draws below t = 0.1, where the last "
+                        "sampling steps run)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
@@ -122,7 +126,10 @@ def run(args) -> int:
     if args.model == "l2p":
         if not args.init or not args.data or len(args.data) != 1:
             raise InputError("train l2p needs --init STUDENT (from `pixdiff transfer`) and --data SYNTH_DIR (or shapes)")
-        model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0)
+        if not 0 <= args.t_uniform <= 1:
+            raise InputError(f"--t-uniform is a share of the draws in [0, 1], got {args.t_uniform:g}")
+        model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0,
+                            t_uniform=args.t_uniform)
     if args.augment:
         if args.model != "pid":
             raise InputError(f"--augment is for pid runs, not {args.model}")
@@ -139,6 +146,8 @@ def run(args) -> int:
             raise InputError(f"--lq-head decoder-sigma keeps {init}'s decoder for clean latents: it needs --source "
                              f"{init}, not {args.source} (for taef2: --lq-head taef2-sigma)")
         model_cfg = replace(model_cfg, rgb_head=args.lq_head, rgb_init=init)
+    if args.t_uniform and args.model != "l2p":
+        raise InputError(f"--t-uniform is for l2p runs, not {args.model}")
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
     if args.shift is not None:

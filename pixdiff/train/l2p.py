@@ -3,7 +3,8 @@
 The objective and the shift are the source's (flow-matching velocity loss at logit-normal t), in pixel space (the
 shift as the transfer set it, or --shift for a student trained on at another);
 only the shallow blocks, the embedders and the Detailer Head train (the middle blocks stay frozen as the transfer
-recorded); 10% of captions are dropped to the empty prompt for guidance. `--data shapes` trains on rendered
+recorded); 10% of captions are dropped to the empty prompt for guidance. `--t-uniform P` draws a share P of t
+uniformly instead (beyond the paper: the shifted logit-normal almost never trains the last, low-noise steps). `--data shapes` trains on rendered
 scenes instead (real data: the ablation). A coupled-noise student (`transfer --coupled-noise`) trains on each
 synthetic image paired with its source's starting noise (beyond the paper).
 """
@@ -18,7 +19,8 @@ import torch
 from pixdiff.data.shapes import scene_batch
 from pixdiff.errors import InputError
 from pixdiff.flow.loss import flow_matching_loss
-from pixdiff.flow.schedule import sample_t_logit_normal
+from pixdiff.flow.schedule import sample_t_logit_normal_uniform
+from pixdiff.flow.time import T_MIN
 from pixdiff.ldm.generator import load_generator
 from pixdiff.ldm.text import CaptionStates
 from pixdiff.release import save_release
@@ -31,6 +33,7 @@ class L2PTrainConfig:
     limit: int = 0  # use only the first `limit` images of the synthetic set (0: all)
     full_finetune: bool = False  # ablation: unfreeze the middle blocks too
     shift: float | None = None  # the training shift when not the student's own (recorded in its export)
+    t_uniform: float = 0.0  # share of t drawn uniformly (low-noise coverage; 0: the source's logit-normal only)
 
 
 TRAIN_PRESETS = {
@@ -88,7 +91,9 @@ class L2PTask:
         return {"x": x.to(self.device), "captions": captions, "eps": eps.to(self.device)}
 
     def loss(self, model, b: dict, g: torch.Generator):
-        t = sample_t_logit_normal(len(b["x"]), generator=g, s=self.gcfg.shift).to(self.device)
+        # x-prediction divides by max(t, T_MIN): below T_MIN its velocity cannot match the target, so no draws there
+        t_min = T_MIN if self.gcfg.prediction == "x" else 0.0
+        t = sample_t_logit_normal_uniform(len(b["x"]), self.cfg.t_uniform, g, self.gcfg.shift, t_min).to(self.device)
         return flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g, b.get("eps")).mean(), {}
 
     def export(self, model, out_dir: Path) -> None:
