@@ -52,6 +52,27 @@ def test_time_convention_identities():
     assert torch.allclose(flow.velocity_from_x0(xt[:1], t[:1], x0[:1]), (xt[:1] - x0[:1]) / flow.T_MIN)  # clipped
 
 
+@pytest.mark.parametrize("t", [0.02, 0.3, 0.9, 1.0])
+def test_preconditioned_output_has_unit_variance_and_gives_the_true_velocity(t):
+    # x0 ~ N(0, s^2): the output f that reproduces x0 = c_skip x_t + c_out f is a unit-variance target at every t
+    s, n = flow.SIGMA_DATA, 400_000
+    g = torch.Generator().manual_seed(2)
+    x0, eps = s * torch.randn(n, 1, generator=g, dtype=torch.float64), torch.randn(n, 1, generator=g, dtype=torch.float64)
+    tt = torch.full((n,), t, dtype=torch.float64)
+    xt = flow.interpolate(x0, eps, tt)
+    d = (1 - t) ** 2 * s**2 + t**2
+    f = (x0 - (1 - t) * s**2 / d * xt) / (t * s / math.sqrt(d))
+    assert float(f.var()) == pytest.approx(1.0, abs=0.01)
+    assert torch.allclose(flow.velocity_from_preconditioned(xt, tt, f), flow.velocity_target(x0, eps), atol=1e-9)
+
+
+def test_preconditioned_at_t_zero_is_finite_and_passes_the_image_through():
+    x0, f = torch.randn(2, 3), torch.randn(2, 3)
+    v = flow.velocity_from_preconditioned(x0, torch.zeros(2), f)
+    assert torch.allclose(v, -x0 - f)  # x0 = x_t - 0 * v whatever f: the clean image passes through
+    assert torch.allclose(flow.x0_from_velocity(x0, 0.0, v), x0)
+
+
 def test_shift_properties():
     t = torch.linspace(0, 1, 11)
     assert torch.allclose(flow.shift(t, 1.0), t)

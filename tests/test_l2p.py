@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from pixdiff import flow
 from pixdiff.cli.main import main
 from pixdiff.data.shapes import parse
 from pixdiff.errors import InputError
@@ -168,6 +169,16 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     assert load_generator(root / "student-x").velocity.prediction == "x"
     assert load_generator(root / "big-x").velocity.prediction == "x"  # growing keeps what the head predicts
     assert load_generator(root / "big").velocity.prediction == "v"
+    # edm: the zero-initialised head's clean-image estimate is x_t scaled by c_skip (the linear denoiser for data of
+    # std SIGMA_DATA), from pure noise (t = 1: zero) to the image itself (t = 0)
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--prediction", "edm", "--out",
+                 str(root / "student-edm")]) == 0
+    edm = load_generator(root / "student-edm")
+    xt, t, sd = torch.randn(3, 3, 64, 64), torch.tensor([1.0, 0.5, 0.0]), flow.SIGMA_DATA
+    with torch.no_grad():
+        x0 = flow.x0_from_velocity(xt, t, edm.velocity(xt, t, edm.text.encode(["two red circles"] * 3)))
+    c_skip = (1 - t) * sd**2 / ((1 - t) ** 2 * sd**2 + t**2)
+    assert torch.allclose(x0, c_skip.view(-1, 1, 1, 1) * xt, atol=1e-5)
     assert load_generator(root / "big-x").cfg.shift == 2.5 and load_generator(root / "big").cfg.shift == 1.0
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--shift", "0", "--out", str(root / "s")]) == 2
     capsys.readouterr()

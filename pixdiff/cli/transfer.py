@@ -24,9 +24,11 @@ def register(sub) -> None:
                                             "resolution (patch grown alike, one more head stage per doubling)")
     p.add_argument("--head", default="detailer", choices=["detailer", "linear"],
                    help="detailer: L2P's conv U-Net head; linear: a linear unpatchify (ablation)")
-    p.add_argument("--prediction", default="v", choices=["v", "x"],
+    p.add_argument("--prediction", default="v", choices=["v", "x", "edm"],
                    help="what the head outputs: v, the velocity (L2P, default); x, the clean image, turned into the "
-                        "velocity (x_t - x) / t (JiT's x-prediction; an experiment against the low-noise grain)")
+                        "velocity (x_t - x) / t (JiT's x-prediction; an experiment against the low-noise grain); edm: "
+                        "EDM's preconditioned output (the clean image at high noise, the noise at low noise, where "
+                        "the noisy image passes through)")
     p.add_argument("--shift", type=float, help="time shift for the student's training and sampling (default: the "
                                                 "source's). Pixels are more redundant than latents, so the layout is "
                                                 "decided at higher noise; L2P raises the shift with resolution")

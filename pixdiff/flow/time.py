@@ -43,6 +43,21 @@ def velocity_from_x0(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, t_min
     return (x_t - x0) / t.clamp(min=t_min).view(-1, *(1,) * (x_t.ndim - 1))
 
 
+SIGMA_DATA = 0.5  # EDM's data standard deviation, for images in [-1, 1]
+
+
+def velocity_from_preconditioned(x_t: torch.Tensor, t: torch.Tensor, f: torch.Tensor,
+                                 sigma_data: float = SIGMA_DATA) -> torch.Tensor:
+    """EDM's preconditioning (Karras et al. 2022) on this path: the network's output f is read as the clean image
+    x0 = c_skip x_t + c_out f, c_skip = (1 - t) s^2 / D, c_out = t s / sqrt(D), D = (1 - t)^2 s^2 + t^2 (s the data
+    std), so f's target has unit variance at every t: the clean image at high noise (as x-prediction), the noise at
+    low noise, where x_t passes straight through. Returns v = (x_t - x0) / t = a x_t - b f with a = (t - (1 - t) s^2)
+    / D and b = s / sqrt(D): no division by t, so no clip. t: (B,)."""
+    t = _bcast(t, x_t)
+    d = (1 - t) ** 2 * sigma_data**2 + t**2
+    return (t - (1 - t) * sigma_data**2) / d * x_t - sigma_data / d.sqrt() * f
+
+
 def eps_from_velocity(x_t: torch.Tensor, t: torch.Tensor | float, v: torch.Tensor) -> torch.Tensor:
     """eps = x_t + (1 - t) v."""
     return x_t + (1 - _bcast(t, x_t)) * v

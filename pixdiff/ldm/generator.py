@@ -41,7 +41,7 @@ class GeneratorConfig:
     head: str = "detailer"  # l2p: "detailer" or "linear" (ablation)
     head_channels: list = field(default_factory=list)  # l2p: Detailer Head
     n_train: int = 0  # l2p: shallow blocks trained at each end
-    prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P) or "x" (clean image, JiT)
+    prediction: str = "v"  # l2p: what the head outputs, "v" (velocity, L2P), "x" (clean image, JiT) or "edm"
     noise: str = "pixel"  # l2p: "pixel" (white) or "coupled" (drawn from the source's latent noise, PixelStudent.couple)
 
     def sampling(self, steps: int | None = None, cfg: float | None = None) -> dict:

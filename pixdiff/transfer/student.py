@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pixdiff.errors import InputError
-from pixdiff.flow.time import velocity_from_x0
+from pixdiff.flow.time import velocity_from_preconditioned, velocity_from_x0
 from pixdiff.nn.detailer import DetailerHead, LinearHead
 from pixdiff.transfer.embed import Alignment, aligned_embedding, couple_noise
 from pixdiff.transfer.families import FAMILIES, TokenTap, family_of
@@ -41,16 +41,22 @@ class TransferReport:
                 f"{p['trainable'] / 1e6:.2f}M of {p['total'] / 1e6:.2f}M")
 
 
+PREDICTIONS = ("v", "x", "edm")  # what the head outputs: see PixelStudent
+
+
 class PixelStudent(nn.Module):
     """The transferred transformer + Detailer Head: v(x, t, captions) on images, in pixdiff's convention.
     prediction "v": the head's output is the velocity (L2P); "x": it is the clean image and v = (x_t - x) / t, with
-    t clipped at flow.time.T_MIN (JiT's x-prediction, for pixels where a velocity head leaves noise at low t)."""
+    t clipped at flow.time.T_MIN (JiT's x-prediction, for pixels where a velocity head leaves noise at low t); "edm":
+    it is EDM's preconditioned output, the clean image at high noise and the noise at low noise, where x_t passes
+    through (flow.time.velocity_from_preconditioned; beyond the paper)."""
 
     def __init__(self, transformer: nn.Module, head: DetailerHead | LinearHead, prediction: str = "v",
                  embed_map: torch.Tensor | None = None):
         super().__init__()
-        if prediction not in ("v", "x"):
-            raise InputError(f"unknown prediction {prediction!r}: v (velocity, L2P) or x (clean image, JiT)")
+        if prediction not in PREDICTIONS:
+            raise InputError(f"unknown prediction {prediction!r}: v (velocity, L2P), x (clean image, JiT) or edm "
+                             "(EDM's preconditioning)")
         self.prediction = prediction
         self.family = family_of(transformer)
         self.transformer, self.head = transformer, head
@@ -87,6 +93,8 @@ class PixelStudent(nn.Module):
         out = self.head(x, token_map)  # (B, 3, H, W)
         if self.prediction == "x":
             return velocity_from_x0(x, t, out)
+        if self.prediction == "edm":
+            return velocity_from_preconditioned(x, t, out)
         return out
 
 
