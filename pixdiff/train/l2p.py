@@ -4,9 +4,9 @@ The objective and the shift are the source's (flow-matching velocity loss at log
 shift as the transfer set it, or --shift for a student trained on at another);
 only the shallow blocks, the embedders and the Detailer Head train (the middle blocks stay frozen as the transfer
 recorded); 10% of captions are dropped to the empty prompt for guidance. `--t-uniform P` draws a share P of t
-uniformly instead (beyond the paper: the shifted logit-normal almost never trains the last, low-noise steps). `--data shapes` trains on rendered
-scenes instead (real data: the ablation). A coupled-noise student (`transfer --coupled-noise`) trains on each
-synthetic image paired with its source's starting noise (beyond the paper).
+uniformly instead (beyond the paper: the shifted logit-normal almost never trains the last, low-noise steps).
+`--data shapes` trains on rendered scenes instead (real data: the ablation). A coupled-noise student
+(`transfer --coupled-noise`) trains on each synthetic image paired with its source's starting noise (beyond the paper).
 """
 from __future__ import annotations
 
