@@ -179,6 +179,13 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
         x0 = flow.x0_from_velocity(xt, t, edm.velocity(xt, t, edm.text.encode(["two red circles"] * 3)))
     c_skip = (1 - t) * sd**2 / ((1 - t) ** 2 * sd**2 + t**2)
     assert torch.allclose(x0, c_skip.view(-1, 1, 1, 1) * xt, atol=1e-5)
+    # --head-width: L2P's head (64 channels at full resolution up to 512 at the bottleneck), recorded and reloaded
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--head-width", "512", "--out",
+                 str(root / "student-wide")]) == 0
+    assert load_generator(root / "student-wide").velocity.head.channels == (64, 128, 256, 512)
+    assert load_generator(root / "student").velocity.head.channels == (16, 32, 64, 128)
+    assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--head-width", "100", "--out",
+                 str(root / "x")]) == 2
     assert load_generator(root / "big-x").cfg.shift == 2.5 and load_generator(root / "big").cfg.shift == 1.0
     assert main(["transfer", "--source", str(root / "ldm" / "weights"), "--shift", "0", "--out", str(root / "s")]) == 2
     capsys.readouterr()

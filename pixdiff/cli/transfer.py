@@ -24,6 +24,10 @@ def register(sub) -> None:
                                             "resolution (patch grown alike, one more head stage per doubling)")
     p.add_argument("--head", default="detailer", choices=["detailer", "linear"],
                    help="detailer: L2P's conv U-Net head; linear: a linear unpatchify (ablation)")
+    p.add_argument("--head-width", type=int, default=128, metavar="C",
+                   help="the Detailer Head's widest stage (its bottleneck); each stage above it halves, down to the "
+                        "full-resolution one (default 128: 16 channels at full resolution for patch 16; L2P's is 512, "
+                        "64 at full resolution)")
     p.add_argument("--prediction", default="v", choices=["v", "x", "edm"],
                    help="what the head outputs: v, the velocity (L2P, default); x, the clean image, turned into the "
                         "velocity (x_t - x) / t (JiT's x-prediction; an experiment against the low-noise grain); edm: "
@@ -128,14 +132,17 @@ def run_transfer(args) -> int:
         raise InputError("--embed latent and --data go together: the map is fitted on a synthetic set")
     if args.coupled_noise and args.embed != "latent":
         raise InputError("--coupled-noise needs --embed latent (the fitted map couples pixel and latent noise)")
+    if args.head_width < 8 or args.head_width & (args.head_width - 1):
+        raise InputError(f"--head-width must be a power of two of at least 8, got {args.head_width}")
     if args.embed_images < 1:
         raise InputError(f"--embed-images must be at least 1, got {args.embed_images}")
     transformer, gcfg, factor = load_source(args.source, args.vae_factor)
     n_blocks = len(family_of(transformer).blocks(transformer))
     n_train = args.n_train if args.n_train is not None else max(1, round(n_blocks / 6))
     alignment = fit_embedding(args, transformer, gcfg, factor) if args.embed == "latent" else None
-    student, report = transfer(transformer, factor, n_train, seed=args.seed, patch=args.patch, head=args.head,
-                               prediction=args.prediction, alignment=alignment, coupled=args.coupled_noise)
+    student, report = transfer(transformer, factor, n_train, seed=args.seed, head_widest=args.head_width,
+                               patch=args.patch, head=args.head, prediction=args.prediction, alignment=alignment,
+                               coupled=args.coupled_noise)
     if gcfg is None:
         note("bare diffusers source: sampling defaults (size 128, shift 1, MiniLM text) are pixdiff's; check them")
         gcfg = GeneratorConfig()
