@@ -57,7 +57,8 @@ def test_preconditioned_output_has_unit_variance_and_gives_the_true_velocity(t):
     # x0 ~ N(0, s^2): the output f that reproduces x0 = c_skip x_t + c_out f is a unit-variance target at every t
     s, n = flow.SIGMA_DATA, 400_000
     g = torch.Generator().manual_seed(2)
-    x0, eps = s * torch.randn(n, 1, generator=g, dtype=torch.float64), torch.randn(n, 1, generator=g, dtype=torch.float64)
+    x0 = s * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    eps = torch.randn(n, 1, generator=g, dtype=torch.float64)
     tt = torch.full((n,), t, dtype=torch.float64)
     xt = flow.interpolate(x0, eps, tt)
     d = (1 - t) ** 2 * s**2 + t**2

@@ -1,5 +1,6 @@
 """L2P end to end on tiny models: taxonomy and filtering, the synthetic set, transfer / train / generate CLI."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -134,10 +135,7 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--t-uniform", "1.5", "--out", str(root / "l2p-bad")]) == 2
     assert main(["train", "ldm", "--preset", "tiny", "--t-uniform", "0.3", "--out", str(root / "ldm-bad")]) == 2
-    from dataclasses import replace
-
     import pixdiff.train.l2p as l2p_train
-    from pixdiff.flow import T_MIN
     task = l2p_train.L2PTask(l2p_train.L2PTrainConfig(t_uniform=1.0), root / "student", root / "synth")
     seen = []
     monkeypatch.setattr(l2p_train, "flow_matching_loss", lambda model, x, t, g, eps: seen.append(t) or t)
@@ -146,7 +144,7 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     task.gcfg = replace(task.gcfg, prediction="x")
     task.loss(None, x, torch.Generator().manual_seed(0))
     monkeypatch.undo()
-    assert float(seen[0].min()) < T_MIN <= float(seen[1].min())
+    assert float(seen[0].min()) < flow.T_MIN <= float(seen[1].min())
     im = gen.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0))
     assert im.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="generates pixels directly"):
@@ -351,8 +349,6 @@ def test_object_stats_count_objects_and_measure_their_area():
 def test_configure_sets_a_generators_sampling_defaults(chain, tmp_path, capsys):
     """`pixdiff configure` on a generator: shift, steps and cfg go into config.json, the weights stay bit-identical,
     and sampling with the copy equals sampling the original with those settings."""
-    from dataclasses import replace
-
     src = chain / "ldm" / "weights"
     assert main(["configure", str(src), "--shift", "2", "--steps", "3", "--out", str(tmp_path / "g"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
