@@ -130,11 +130,15 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     # --t-uniform: recorded; a share of uniform t, never below T_MIN for an x-prediction student (its velocity is
     # (x_t - x) / max(t, T_MIN) and cannot match the target there)
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
-                 "--t-uniform", "0.3", "--steps", "1", "--out", str(root / "l2p-u"), "--no-progress"]) == 0
-    assert json.loads((root / "l2p-u" / "config.json").read_text())["model_config"]["t_uniform"] == 0.3
+                 "--t-uniform", "0.3", "--t-uniform-loss", "image", "--steps", "1", "--out", str(root / "l2p-u"),
+                 "--no-progress"]) == 0
+    recorded = json.loads((root / "l2p-u" / "config.json").read_text())["model_config"]
+    assert (recorded["t_uniform"], recorded["t_uniform_loss"]) == (0.3, "image")
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
                  "--t-uniform", "1.5", "--out", str(root / "l2p-bad")]) == 2
     assert main(["train", "ldm", "--preset", "tiny", "--t-uniform", "0.3", "--out", str(root / "ldm-bad")]) == 2
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(root / "student"), "--data", str(root / "synth"),
+                 "--t-uniform-loss", "image", "--out", str(root / "l2p-bad")]) == 2  # nothing to weight
     import pixdiff.train.l2p as l2p_train
     task = l2p_train.L2PTask(l2p_train.L2PTrainConfig(t_uniform=1.0), root / "student", root / "synth")
     seen = []
@@ -143,7 +147,16 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     task.loss(None, x, torch.Generator().manual_seed(0))
     task.gcfg = replace(task.gcfg, prediction="x")
     task.loss(None, x, torch.Generator().manual_seed(0))
+    # --t-uniform-loss image: the uniform draws' velocity loss times t^2 (their clean-image error), the rest as before
+    monkeypatch.setattr(l2p_train, "flow_matching_loss", lambda model, x, t, g, eps: seen.append(t) or torch.ones_like(t))
+    task.cfg = replace(task.cfg, t_uniform=0.5, t_uniform_loss="image")
+    loss, _ = task.loss(None, x, torch.Generator().manual_seed(0))
     monkeypatch.undo()
+    t, uniform = flow.sample_t_logit_normal_uniform(256, 0.5, torch.Generator().manual_seed(0), s=task.gcfg.shift,
+                                                    t_min=flow.T_MIN, return_uniform=True)
+    assert torch.equal(seen[2], t) and 0.3 < float(uniform.float().mean()) < 0.7
+    expect = float(torch.where(uniform, t.square(), 1.0).mean())
+    assert float(loss) == pytest.approx(expect, rel=1e-6) and expect < 0.9
     assert float(seen[0].min()) < flow.T_MIN <= float(seen[1].min())
     im = gen.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0))
     assert im.shape == (1, 3, 64, 64)

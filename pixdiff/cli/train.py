@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="l2p: draw a share P of the training times t uniformly instead of from the shifted "
                         "logit-normal (default 0; at shift 3 that puts 0.05%% of draws below t = 0.1, where the last "
                         "sampling steps run)")
+    p.add_argument("--t-uniform-loss", choices=("velocity", "image"), default="velocity",
+                   help="l2p: the loss of the --t-uniform draws: the velocity error as the rest (default), or the "
+                        "clean-image error (the velocity error times t^2), so they do not outweigh the rest")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
@@ -128,8 +131,10 @@ def run(args) -> int:
             raise InputError("train l2p needs --init STUDENT (from `pixdiff transfer`) and --data SYNTH_DIR (or shapes)")
         if not 0 <= args.t_uniform <= 1:
             raise InputError(f"--t-uniform is a share of the draws in [0, 1], got {args.t_uniform:g}")
+        if args.t_uniform_loss != "velocity" and not args.t_uniform:
+            raise InputError("--t-uniform-loss weights the --t-uniform draws: give --t-uniform P too")
         model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0,
-                            t_uniform=args.t_uniform)
+                            t_uniform=args.t_uniform, t_uniform_loss=args.t_uniform_loss)
     if args.augment:
         if args.model != "pid":
             raise InputError(f"--augment is for pid runs, not {args.model}")
@@ -146,8 +151,8 @@ def run(args) -> int:
             raise InputError(f"--lq-head decoder-sigma keeps {init}'s decoder for clean latents: it needs --source "
                              f"{init}, not {args.source} (for taef2: --lq-head taef2-sigma)")
         model_cfg = replace(model_cfg, rgb_head=args.lq_head, rgb_init=init)
-    if args.t_uniform and args.model != "l2p":
-        raise InputError(f"--t-uniform is for l2p runs, not {args.model}")
+    if (args.t_uniform or args.t_uniform_loss != "velocity") and args.model != "l2p":
+        raise InputError(f"--t-uniform and --t-uniform-loss are for l2p runs, not {args.model}")
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
     if args.shift is not None:

@@ -18,8 +18,10 @@ def sample_t_logit_normal(n: int, mean: float = 0.0, std: float = 1.0, generator
 
 
 def sample_t_logit_normal_uniform(n: int, p_uniform: float, generator: torch.Generator | None = None,
-                                  s: float = 1.0, t_min: float = 0.0) -> torch.Tensor:
-    """Shifted logit-normal t, with a share `p_uniform` of the draws replaced by unshifted U(t_min, 1). Shape (n,).
+                                  s: float = 1.0, t_min: float = 0.0,
+                                  return_uniform: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Shifted logit-normal t, with a share `p_uniform` of the draws replaced by unshifted U(t_min, 1). Shape (n,);
+    with return_uniform, also the (n,) bool mask of the uniform draws.
 
     At shift 3 the logit-normal puts 0.05% of its draws below t = 0.1, yet the last sampling steps run there; the
     uniform share covers them (P(t < 0.1) ~ p_uniform * (0.1 - t_min) / (1 - t_min)). p_uniform = 0 draws exactly
@@ -30,9 +32,10 @@ def sample_t_logit_normal_uniform(n: int, p_uniform: float, generator: torch.Gen
         raise ValueError(f"t_min must lie in [0, 1), got {t_min:g}")
     t = sample_t_logit_normal(n, generator=generator, s=s)
     if p_uniform == 0.0:
-        return t
+        return (t, torch.zeros(n, dtype=torch.bool)) if return_uniform else t
     pick = torch.rand(n, generator=generator) < p_uniform
-    return torch.where(pick, t_min + (1.0 - t_min) * torch.rand(n, generator=generator), t)
+    t = torch.where(pick, t_min + (1.0 - t_min) * torch.rand(n, generator=generator), t)
+    return (t, pick) if return_uniform else t
 
 
 def timesteps(steps: int, s: float = 1.0, t_max: float = 1.0) -> torch.Tensor:

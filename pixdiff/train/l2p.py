@@ -4,7 +4,9 @@ The objective and the shift are the source's (flow-matching velocity loss at log
 shift as the transfer set it, or --shift for a student trained on at another);
 only the shallow blocks, the embedders and the Detailer Head train (the middle blocks stay frozen as the transfer
 recorded); 10% of captions are dropped to the empty prompt for guidance. `--t-uniform P` draws a share P of t
-uniformly instead (beyond the paper: the shifted logit-normal almost never trains the last, low-noise steps).
+uniformly instead (beyond the paper: the shifted logit-normal almost never trains the last, low-noise steps);
+`--t-uniform-loss image` weights those draws' velocity loss by t^2, i.e. the clean-image error x - x_hat, so they
+teach the low noise levels without outweighing the source's objective (velocity error = image error / t).
 `--data shapes` trains on rendered scenes instead (real data: the ablation). A coupled-noise student
 (`transfer --coupled-noise`) trains on each synthetic image paired with its source's starting noise (beyond the paper).
 """
@@ -34,6 +36,7 @@ class L2PTrainConfig:
     full_finetune: bool = False  # ablation: unfreeze the middle blocks too
     shift: float | None = None  # the training shift when not the student's own (recorded in its export)
     t_uniform: float = 0.0  # share of t drawn uniformly (low-noise coverage; 0: the source's logit-normal only)
+    t_uniform_loss: str = "velocity"  # the uniform draws' loss: "velocity" (as the rest) or "image" (times t^2)
 
 
 TRAIN_PRESETS = {
@@ -93,8 +96,13 @@ class L2PTask:
     def loss(self, model, b: dict, g: torch.Generator):
         # x-prediction divides by max(t, T_MIN): below T_MIN its velocity cannot match the target, so no draws there
         t_min = T_MIN if self.gcfg.prediction == "x" else 0.0
-        t = sample_t_logit_normal_uniform(len(b["x"]), self.cfg.t_uniform, g, self.gcfg.shift, t_min).to(self.device)
-        return flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g, b.get("eps")).mean(), {}
+        t, uniform = sample_t_logit_normal_uniform(len(b["x"]), self.cfg.t_uniform, g, self.gcfg.shift, t_min,
+                                                   return_uniform=True)
+        t = t.to(self.device)
+        loss = flow_matching_loss(lambda x, tt: model(x, tt, b["captions"]), b["x"], t, g, b.get("eps"))
+        if self.cfg.t_uniform_loss == "image":  # x_hat = x_t - t v_hat, so t^2 |v_hat - v|^2 = |x_hat - x|^2
+            loss = torch.where(uniform.to(self.device), t.square() * loss, loss)
+        return loss.mean(), {}
 
     def export(self, model, out_dir: Path) -> None:
         save_release(model.state_dict(), self.gcfg.for_new_weights().to_dict(), out_dir)
