@@ -6,6 +6,7 @@ config as `latent_source` (name, channels, factor), and loading them next to ano
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -26,8 +27,17 @@ def save_release(state_dict: dict[str, torch.Tensor], config: dict, folder: str 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in state_dict.items()}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    save_file(tensors, folder / WEIGHTS_FILE, metadata={"config": json.dumps(config)})
+    save_safetensors(tensors, folder / WEIGHTS_FILE, metadata={"config": json.dumps(config)})
     return folder
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """safetensors.save_file, then the permissions any other new file gets (it writes 0600, which breaks weights
+    shared between users or copied into a container running as another user)."""
+    save_file(tensors, path, metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_release(folder: str | Path, kind: str | None = None, allow_pickle: bool = False,

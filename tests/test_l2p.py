@@ -279,14 +279,16 @@ def test_eval_cache_returns_the_same_samples_and_resamples_a_changed_model(chain
 
     gen = load_generator(chain / "ldm" / "weights")
     first = ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False, cache=tmp_path)
-    assert len(list(tmp_path.glob("*.pt"))) == 1
+    assert len(list(tmp_path.glob("ldm-*.pt"))) == 1 and len(list(tmp_path.glob("reference-*.pt"))) == 1
 
     def no_sampling(*a, **k):
         raise AssertionError("sampled again")
 
     monkeypatch.setattr(ev, "sample_all", no_sampling)
+    monkeypatch.setattr(gen.source, "encode", no_sampling)  # the renders' VAE round trips come from the cache too
     again = ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False, cache=tmp_path)
     assert torch.equal(again["samples"]["ldm"], first["samples"]["ldm"]) and again["source"] == first["source"]
+    assert again["reference"] == first["reference"]
     gen.name = "runs/s2/ldm"  # shown under another name (eval l2p's distinct columns): the same model still hits
     assert torch.equal(ev.evaluate_l2p(gen, [], n_prompts=2, per_prompt=1, steps=1, progress=False,
                                        cache=tmp_path)["samples"]["runs/s2/ldm"], first["samples"]["ldm"])

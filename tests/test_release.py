@@ -1,4 +1,6 @@
 """Release weights: safetensors folders, no unpickling by default, latent-source mismatch named."""
+import os
+
 import pytest
 import torch
 
@@ -15,6 +17,15 @@ def test_round_trip_in_fp16(tmp_path):
     assert loaded["step"].dtype == torch.int64 and int(loaded["step"]) == 7
     with pytest.raises(InputError, match="holds a toy model, not a pid-decoder"):
         load_release(tmp_path / "m", kind="pid-decoder")
+
+
+def test_weights_get_the_umask_permissions_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_release({"w": torch.zeros(2)}, {"kind": "toy"}, tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_corrupt_missing_and_pickled(tmp_path):

@@ -52,11 +52,10 @@ def read_latents(path: Path):
 
 def run_encode(args) -> int:
     import torch
-    from safetensors.torch import save_file
-
     from pixdiff.cli.roundtrip import check_unique_stems
     from pixdiff.data.images import load_image, to_float
     from pixdiff.latents import crop_to_multiple, load_latent_source
+    from pixdiff.release import save_safetensors
 
     check_unique_stems(args.images)
     source = load_latent_source(args.source, weights=args.weights)
@@ -69,7 +68,7 @@ def run_encode(args) -> int:
         with torch.no_grad():
             z = source.encode(x).contiguous()
         dst = args.out / f"{path.stem}.safetensors"
-        save_file({"latents": z}, dst, metadata={"source": source.name})
+        save_safetensors({"latents": z}, dst, metadata={"source": source.name})
         results.append({"input": str(path), "output": str(dst), "shape": list(z.shape)})
     emit(args, {"source": source.name, "latents": results},
          "\n".join(f"{Path(r['input']).name} -> {r['output']} {tuple(r['shape'])}" for r in results))

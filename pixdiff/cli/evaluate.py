@@ -66,7 +66,7 @@ def register(sub) -> None:
     e.add_argument("--cache", type=Path,
                    help="keep every model's samples in this folder (about 160 MB per model at 200 prompts), named by "
                         "a hash of its weights and the sampling settings: a later eval with the same source samples "
-                        "only the new students")
+                        "only the new students; the reference's VAE round trips of as many renders are kept too")
     e.add_argument("--batch", type=int, default=16,
                    help="samples per forward pass (default 16; a multiple of 16, e.g. 128 on a GPU): the noise is "
                         "drawn per 16 samples, so the samples, and the cache, do not depend on it")

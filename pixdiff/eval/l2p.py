@@ -57,10 +57,18 @@ def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=
 def fingerprint(generator) -> str:
     """A hash of everything a generator's samples depend on besides the prompts and seeds: its config, its network's
     weights, its latent decoder's weights (ldm) and the device type (CPU and CUDA kernels round differently)."""
-    h = hashlib.sha256(json.dumps([generator.cfg.to_dict(), generator.device.type], sort_keys=True).encode())
     modules = [generator.velocity]
     if not generator.pixel:
-        modules += [m for m in vars(generator.source).values() if isinstance(m, torch.nn.Module)]
+        modules += latent_modules(generator.source)
+    return weights_hash([generator.cfg.to_dict(), generator.device.type], modules)
+
+
+def latent_modules(latent_source) -> list[torch.nn.Module]:
+    return [m for m in vars(latent_source).values() if isinstance(m, torch.nn.Module)]
+
+
+def weights_hash(settings, modules: list[torch.nn.Module]) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for m in modules:
         for k, v in m.state_dict().items():
             h.update(k.encode())
@@ -154,10 +162,20 @@ def paired(student_ok: list[bool], source_ok: list[bool]) -> dict:
 
 
 @torch.no_grad()
-def reference(source, n: int, seed: int, size: int, device="cpu") -> dict:
-    """The checker on n random ground-truth renders and on the same renders encoded and decoded by `source`."""
+def reference(source, n: int, seed: int, size: int, device="cpu", cache: Path | None = None) -> dict:
+    """The checker on n random ground-truth renders and on the same renders encoded and decoded by the latent source
+    `source`; the round trips (minutes on a CPU for 800) are kept in `cache`, keyed by the source's weights."""
     images, captions = scene_batch(n, np.random.default_rng(seed), size)
-    rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
+    digest = weights_hash([source.name, n, seed, size, torch.device(device).type], latent_modules(source))
+    path = Path(cache) / f"reference-{source.name.replace('/', '_')}-{digest}.pt" if cache is not None else None
+    if path is not None and path.exists():
+        rt = torch.load(path)
+    else:
+        rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(rt, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
     return {"renders": geneval_lite(images, captions, 1)[0],
             "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
                           **geneval_lite(rt, captions, 1)[0]}}
@@ -173,7 +191,8 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
     src, ref_ok = geneval_lite(ref, prompts, per_prompt)
     result = {"prompts": n_prompts, "per_prompt": per_prompt, "seed": seed,
               "source": {"name": source.name, **src}, "students": {},
-              "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size, source.device)}
+              "reference": reference(source.source, n_prompts * per_prompt, seed, source.cfg.size, source.device,
+                                     cache)}
     samples = {source.name: ref}
     ref_feats = features(ref) if features is not None else None
     for st in students:
