@@ -3,7 +3,9 @@ layouts (grey level, area-averaged to 8 x 8 cells), per sample pair, against the
 pairs (each sample against another prompt's sample of the other model: the chance level). Samples are drawn as
 `eval l2p` draws them (same prompts, seeds, noise), read from its --cache when there. Also the PSNR between the
 two samples of a prompt and seed (and, as chance, between mismatched pairs), on the full image and area-averaged to
-1/8 of its side (where the PSNR at 1/8 is barely higher than the full one, the two differ in layout, not in edges).
+1/8 of its side (where the PSNR at 1/8 is barely higher than the full one, the two differ in layout, not in edges),
+and each model's edge energy (the mean squared Laplacian of its samples at full, 1/2 and 1/4 of the side) as a ratio
+to the first model's: below 1, softer edges at that scale.
 
   python scripts/l2p_layout_agreement.py --model l2p-shapes --model runs/fresh/s12-at16/weights --cache runs/samples
 """
@@ -40,6 +42,13 @@ def pair_psnr(a: torch.Tensor, b: torch.Tensor, scale: int = 1) -> tuple[float, 
     return round(float(psnr(a, b).mean()), 2), round(float(psnr(a, b.roll(1, 0)).mean()), 2)
 
 
+def edge_energy(images: torch.Tensor, scale: int = 1) -> float:
+    """Mean squared 5-point Laplacian of (N, 3, H, W) images, area-averaged by `scale` first."""
+    x = F.avg_pool2d(images.float(), scale)
+    lap = 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    return float(lap.pow(2).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="generator (shipped name or folder); repeat")
@@ -60,6 +69,11 @@ def main() -> None:
         (m, c), (pm, pc) = agreement(samples[a], samples[b]), pair_psnr(samples[a], samples[b])
         lm, lc = pair_psnr(samples[a], samples[b], 8)
         print(f"| {a} | {b} | {m:.3f} ({c:.3f}) | {pm:.2f} ({pc:.2f}) | {lm:.2f} ({lc:.2f}) |")
+    first = args.model[0]
+    print(f"\n| model | edge energy at full, 1/2, 1/4 of the side, against {first}'s |\n|---|---|")
+    for name, ims in samples.items():
+        ratios = [edge_energy(ims, s) / edge_energy(samples[first], s) for s in (1, 2, 4)]
+        print(f"| {name} | " + " / ".join(f"{r:.2f}" for r in ratios) + " |")
 
 
 if __name__ == "__main__":
