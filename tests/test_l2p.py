@@ -215,9 +215,13 @@ def test_synth_transfer_train_generate(chain, capsys, monkeypatch):
     assert r["source"]["n"] == 12 and 0 <= st["accuracy"] <= 1 and st["size"] == 64
     assert r["students"]["big"]["size"] == 128 and r["students"]["big"]["n"] == 12
     from pixdiff.eval.l2p import evaluate_l2p
-    small = evaluate_l2p(load_generator(root / "ldm" / "weights"), [big], n_prompts=1, per_prompt=1, steps=1,
-                         progress=False)
-    assert small["samples"]["big"].shape == (1, 3, 64, 64)  # the grown student is scored at the source's size
+    small = evaluate_l2p(load_generator(root / "ldm" / "weights"), [big], n_prompts=1, per_prompt=2, steps=1,
+                         progress=False, features=lambda ims: ims.mean((2, 3)))
+    assert small["samples"]["big"].shape == (2, 3, 64, 64)  # the grown student is scored at the source's size
+    mean_rgb = {k: v.mean((2, 3)).double().mean(0) for k, v in small["samples"].items()}
+    fd = small["students"]["big"]
+    assert fd["frechet_mean_term"] == round(float((mean_rgb["big"] - mean_rgb["ldm"]).pow(2).sum()), 4)
+    assert 0 <= fd["frechet_mean_term"] <= fd["frechet_to_source"] + 1e-4
     src = r["source"]["accuracy"]
     assert st["retention"] == (round(st["accuracy"] / src, 4) if src > 0 else None)
     vs = st["vs_source"]  # paired on the same prompts and seeds: the net gain is the accuracy difference

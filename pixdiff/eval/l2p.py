@@ -205,7 +205,10 @@ def evaluate_l2p(source, students: list, n_prompts: int = 60, per_prompt: int = 
         r = {"size": st.cfg.size, **stats, "vs_source": paired(ok, ref_ok)}
         r["retention"] = retention(r["accuracy"], result["source"]["accuracy"])
         if features is not None:
-            r["frechet_to_source"] = round(frechet_distance(features(ims), ref_feats), 4)
+            feats = features(ims)
+            r["frechet_to_source"] = round(frechet_distance(feats, ref_feats), 4)
+            # the part from the features' means (the rest is their spread): a shift every sample shares, or not
+            r["frechet_mean_term"] = round(float((feats.double().mean(0) - ref_feats.double().mean(0)).pow(2).sum()), 4)
         result["students"][name] = r
     result["samples"] = samples
     return result
@@ -229,14 +232,15 @@ def markdown_table(result: dict) -> str:
 
     head = ("| model | GenEval-lite ± s.e. | " + " | ".join(cats) + " | objects found / asked | asked colours: extra"
             " / missing | of a colour not asked (touching another) | median area of the others | asked colours and "
-            "counts exactly | of those, shapes right | retention | vs source: gained / lost (z) | Frechet to source |")
+            "counts exactly | of those, shapes right | retention | vs source: gained / lost (z) | Frechet to source (of "
+            "it, the means') |")
     lines = [head, "|---" * (len(cats) + 11) + "|"]
     s = result["source"]
     lines.append(row(f"{s['name']} (source)", s, "1.0 | | 0.0"))
     for name, r in result["students"].items():
         vs = "{gained} / {lost} ({z})".format(**r["vs_source"])
-        lines.append(row(name, r, f"{'n/a' if r['retention'] is None else r['retention']} | {vs} | "
-                                  f"{r.get('frechet_to_source', '')}"))
+        fd = f"{r['frechet_to_source']} ({r.get('frechet_mean_term', '')})" if "frechet_to_source" in r else ""
+        lines.append(row(name, r, f"{'n/a' if r['retention'] is None else r['retention']} | {vs} | {fd}"))
     ref = result.get("reference")
     if ref:
         rt = ref["roundtrip"]
