@@ -4,8 +4,8 @@ pairs (each sample against another prompt's sample of the other model: the chanc
 `eval l2p` draws them (same prompts, seeds, noise), read from its --cache when there. Also the PSNR between the
 two samples of a prompt and seed (and, as chance, between mismatched pairs), on the full image and area-averaged to
 1/8 of its side (where the PSNR at 1/8 is barely higher than the full one, the two differ in layout, not in edges),
-and each model's edge energy (the mean squared Laplacian of its samples at full, 1/2 and 1/4 of the side) as a ratio
-to the first model's: below 1, softer edges at that scale.
+and each model's edge energy (the energy of its samples' detail layer, image minus Gaussian low-pass, at full, 1/2
+and 1/4 of the side) as a ratio to the first model's: below 1, softer edges at that scale.
 
   python scripts/l2p_layout_agreement.py --model l2p-shapes --model runs/fresh/s12-at16/weights --cache runs/samples
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.eval.l2p import cached_samples
-from pixdiff.eval.metrics import psnr
+from pixdiff.eval.metrics import highpass, psnr
 from pixdiff.ldm.generator import load_generator
 from pixdiff.transfer.synth import heldout_prompts
 
@@ -43,10 +43,9 @@ def pair_psnr(a: torch.Tensor, b: torch.Tensor, scale: int = 1) -> tuple[float, 
 
 
 def edge_energy(images: torch.Tensor, scale: int = 1) -> float:
-    """Mean squared 5-point Laplacian of (N, 3, H, W) images, area-averaged by `scale` first."""
-    x = F.avg_pool2d(images.float(), scale)
-    lap = 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
-    return float(lap.pow(2).mean())
+    """Mean energy of the detail layer (`highpass`, as PiD's high-frequency fidelity) of (N, 3, H, W) images,
+    area-averaged by `scale` first."""
+    return float(highpass(F.avg_pool2d(images.float(), scale)).square().mean())
 
 
 def main() -> None:

@@ -89,10 +89,14 @@ def cached_samples(generator, prompts: list[str], per_prompt: int, seed: int, st
         return torch.load(hits[0])
     path = Path(cache) / f"{generator.name.replace('/', '_')}-{digest}.pt"
     images = sample_all(generator, prompts, per_prompt, seed, steps, cfg, batch, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(images, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)  # no half-written file for a killed run to read back
+    save_atomic(images, path)
     return images
+
+
+def save_atomic(tensor: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tensor, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # no half-written file for a killed run to read back
 
 
 def object_stats(reports: list[dict], prompts: list[str], per_prompt: int) -> dict:
@@ -173,9 +177,7 @@ def reference(source, n: int, seed: int, size: int, device="cpu", cache: Path | 
     else:
         rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(rt, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
+            save_atomic(rt, path)
     return {"renders": geneval_lite(images, captions, 1)[0],
             "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
                           **geneval_lite(rt, captions, 1)[0]}}
