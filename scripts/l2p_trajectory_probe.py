@@ -30,7 +30,7 @@ def probe(gen, prompts: list[str], per_prompt: int, seed: int, batch: int = 16) 
 
     for i in tqdm(range(0, len(jobs), batch), desc=gen.name, leave=False):
         chunk = jobs[i : i + batch]
-        gen.sample_latents(chunk, noise=eval_noise(gen, i, len(chunk), seed), callback=keep)  # eval l2p's noise
+        gen.sample_latents(chunk, noise=eval_noise(gen, i, len(chunk), seed)(), callback=keep)  # eval l2p's noise
     final = torch.cat(steps[max(steps)]["x0"])  # the last prediction is the sample itself (x0 at the last t)
     rows = []
     for k, s in sorted(steps.items()):

@@ -318,6 +318,12 @@ def test_eval_samples_do_not_depend_on_the_batch(chain):
     assert a.shape == (21, 3, 64, 64) and torch.allclose(a, b, atol=1e-5)
     block = gen.generate(job_prompts(prompts, 7)[16:], steps=1, generator=torch.Generator().manual_seed(100003 + 16))
     assert torch.allclose(a[16:], block, atol=1e-5) and not torch.allclose(a[:5], block, atol=1e-2)
+    gen.cfg = replace(gen.cfg, eta=0.5)  # a stochastic sampler's fresh noise is drawn per block too
+    a = sample_all(gen, prompts, 7, seed=1, steps=3, progress=False)
+    b = sample_all(gen, prompts, 7, seed=1, steps=3, batch=32, progress=False)
+    assert torch.allclose(a, b, atol=1e-5)
+    block = gen.generate(job_prompts(prompts, 7)[16:], steps=3, generator=torch.Generator().manual_seed(100003 + 16))
+    assert torch.allclose(a[16:], block, atol=1e-5)
     with pytest.raises(InputError, match="multiple of 16"):
         sample_all(gen, prompts, 7, seed=1, batch=20, progress=False)
     with pytest.raises(InputError, match=r"expected \(2, 16, 8, 8\)"):
@@ -382,7 +388,7 @@ def test_configure_sets_a_generators_sampling_defaults(chain, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "g"), "--prompt", "two red circles", "--out",
                  str(tmp_path / "im"), "--json"]) == 0
     sampling = json.loads(capsys.readouterr().out)["sampling"]  # what made the images, as resolved
-    assert sampling == {"steps": 3, "cfg": report["before"]["cfg"], "shift": 2.0, "seed": 0}
+    assert sampling == {"steps": 3, "cfg": report["before"]["cfg"], "shift": 2.0, "eta": 0.0, "seed": 0}
     old, new = load_generator(src), load_generator(tmp_path / "g")
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     x = new.generate(["two red circles"], generator=g())
@@ -392,10 +398,36 @@ def test_configure_sets_a_generators_sampling_defaults(chain, tmp_path, capsys):
     for bad, err in ((["--temperature", "0.5"], "--temperature does not apply to"),
                      (["--shift", "0"], "--shift must be > 0, got 0.0"),
                      (["--cfg", "0.5"], "--cfg must be >= 1, got 0.5"),
-                     ([], "nothing to set: give --shift and/or --steps and/or --cfg")):
+                     (["--eta", "1.5"], "--eta must be in [0, 1], got 1.5"),
+                     ([], "nothing to set: give --shift and/or --steps and/or --cfg and/or --eta")):
         assert main(["configure", str(src), *bad, "--out", str(tmp_path / "x")]) == 2
         assert err in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_eta_re_noises_each_step_and_generate_or_configure_set_it(chain, tmp_path, capsys):
+    """--eta: a seeded stochastic sampler, 0 being the Euler ODE bit for bit; `configure --eta` stores it as the
+    default (only when not 0, so older releases and their sample caches keep their keys), `generate --eta` sets it
+    for one call, and the same seed gives the same images either way."""
+    src = chain / "ldm" / "weights"
+    assert main(["configure", str(src), "--eta", "0", "--out", str(tmp_path / "e0")]) == 0
+    assert "eta" not in json.loads((tmp_path / "e0" / "config.json").read_text())
+    assert main(["configure", str(src), "--eta", "0.7", "--out", str(tmp_path / "e7")]) == 0
+    gen, stoch = load_generator(src), load_generator(tmp_path / "e7")
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    euler = gen.generate(["two red circles"], steps=4, generator=g())
+    x = stoch.generate(["two red circles"], steps=4, generator=g())
+    assert torch.equal(x, stoch.generate(["two red circles"], steps=4, generator=g()))
+    assert not torch.allclose(x, euler, atol=1e-3)
+    assert torch.equal(euler, load_generator(tmp_path / "e0").generate(["two red circles"], steps=4, generator=g()))
+    capsys.readouterr()
+    for model, extra, out in ((src, ["--eta", "0.7"], "a"), (tmp_path / "e7", [], "b")):
+        assert main(["generate", "--model", str(model), "--prompt", "two red circles", "--steps", "4", *extra,
+                     "--out", str(tmp_path / out), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["sampling"]["eta"] == 0.7
+    assert (tmp_path / "a" / "two-red-circles-0.png").read_bytes() == (tmp_path / "b" / "two-red-circles-0.png").read_bytes()
+    assert main(["generate", "--model", str(src), "--prompt", "x", "--eta", "-0.1", "--out", str(tmp_path / "c")]) == 2
+    assert "--eta must be in [0, 1], got -0.1" in capsys.readouterr().err
 
 
 def test_bad_sources_and_missing_inputs(chain, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """`pixdiff configure MODEL --out DIR`: a copy of a release with other sampling defaults (no training).
 
-PiD decoders: temperature and latent guidance. Generators (ldm, l2p): sampling shift, steps and guidance scale.
+PiD decoders: temperature and latent guidance. Generators (ldm, l2p): sampling shift, steps, guidance scale and
+stochasticity (eta).
 """
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from pathlib import Path
 
 from pixdiff.cli.common import add_common, emit
 
-GENERATOR_FIELDS = ("shift", "steps", "cfg")
+GENERATOR_FIELDS = ("shift", "steps", "cfg", "eta")
 
 
 def register(sub) -> None:
     p = sub.add_parser("configure", help="set a release's sampling defaults (PiD: temperature, latent guidance; "
-                                         "generators: shift, steps, cfg)",
+                                         "generators: shift, steps, cfg, eta)",
                        description="Write MODEL to --out (which may be the same folder) with new sampling defaults "
                                    "recorded in its config.json: what decode, upscale, generate and eval use when "
                                    "the matching flags are not given. The weights are copied unchanged. Choose the "
@@ -29,6 +30,8 @@ def register(sub) -> None:
                                                "the release keeps its training shift for runs started from it")
     g.add_argument("--steps", type=int, help="default sampling steps (>= 1)")
     g.add_argument("--cfg", type=float, help="default classifier-free guidance scale (>= 1; 1 = off)")
+    g.add_argument("--eta", type=float, help="default stochasticity in [0, 1]: fresh noise at each step as a share "
+                                             "of DDPM's (0: the deterministic Euler ODE; 1: ancestral sampling)")
     p.add_argument("--out", type=Path, required=True, help="release folder to write")
     add_common(p, seed=None, progress=False)
     p.set_defaults(func=run)
@@ -77,18 +80,14 @@ def configure_decoder(folder: Path, new: dict, out: Path) -> tuple[dict, dict]:
 def configure_generator(folder: Path, new: dict, out: Path) -> tuple[dict, dict]:
     import torch
 
-    from pixdiff.errors import InputError
-    from pixdiff.ldm.generator import GeneratorConfig
+    from pixdiff.ldm.generator import GeneratorConfig, check_sampling
     from pixdiff.release import load_release, save_release
 
-    limits = {"shift": (lambda v: v > 0, "> 0"), "steps": (lambda v: v >= 1, ">= 1"), "cfg": (lambda v: v >= 1, ">= 1")}
-    for k, v in new.items():
-        ok, rule = limits[k]
-        if not ok(v):
-            raise InputError(f"--{k} must be {rule}, got {v}")
+    check_sampling(**new)
     config, state = load_release(folder)
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
     before = GeneratorConfig(**config).sampling()
     stored = {("sample_shift" if k == "shift" else k): v for k, v in new.items()}  # "shift" stays the training shift
-    save_release(state, {**config, **stored}, out, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
+    config = GeneratorConfig(**{**config, **stored}).to_dict()  # as a release writes it (eta 0 is not stored)
+    save_release(state, config, out, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
     return before, {**before, **new}

@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=1, help="images per prompt (default 1)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's; 1 = off)")
+    p.add_argument("--eta", type=float, help="stochasticity in [0, 1]: fresh noise at each step as a share of DDPM's "
+                                             "(default: the model's; 0: the deterministic ODE, 1: ancestral)")
     p.add_argument("--decoder", default="vae", help="'vae' (the latent source's decoder) or a PiD decoder")
     p.add_argument("--stop-at", type=int, help="with a PiD decoder: stop the generator after K steps")
     p.add_argument("--decoder-steps", type=int, help="PiD sampling steps (default: the decoder's, 12)")
@@ -34,15 +36,20 @@ def slug(prompt: str) -> str:
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     import torch
 
     from pixdiff.data.images import save_image
     from pixdiff.errors import InputError
-    from pixdiff.ldm.generator import load_generator
+    from pixdiff.ldm.generator import check_sampling, load_generator
 
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
+    check_sampling(steps=args.steps, cfg=args.cfg, eta=args.eta)
     gen = load_generator(args.model).to(compute_device(args.device))
+    if args.eta is not None:
+        gen.cfg = replace(gen.cfg, eta=args.eta)
     decoder = None
     if args.decoder != "vae":
         from pixdiff.decoder import load_decoder

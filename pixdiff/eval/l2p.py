@@ -30,11 +30,13 @@ def job_prompts(prompts: list[str], per_prompt: int) -> list[str]:
 SEED_BLOCK = 16  # noise is drawn per block of this many samples, seeded by (seed, the block's first index)
 
 
-def eval_noise(generator, start: int, n: int, seed: int) -> torch.Tensor:
-    """The starting noise of samples [start, start + n) of an eval (start a multiple of 16): drawn per block of 16,
-    each seeded by (seed, the block's first index)."""
-    return torch.cat([generator.noise(min(SEED_BLOCK, n - j), torch.Generator().manual_seed(seed * 100003 + start + j))
-                      for j in range(0, n, SEED_BLOCK)])
+def eval_noise(generator, start: int, n: int, seed: int):
+    """The noise of samples [start, start + n) of an eval (start a multiple of 16): a function that draws (n, C, h, w)
+    per block of 16, each block from its own random generator seeded by (seed, the block's first index). Its first
+    call is the starting noise; later calls (a stochastic sampler's fresh noise) go on from the same generators."""
+    blocks = [(torch.Generator().manual_seed(seed * 100003 + start + j), min(SEED_BLOCK, n - j))
+              for j in range(0, n, SEED_BLOCK)]
+    return lambda: torch.cat([generator.noise(k, g) for g, k in blocks])
 
 
 @torch.no_grad()
@@ -50,7 +52,8 @@ def sample_all(generator, prompts: list[str], per_prompt: int, seed: int, steps=
     out = []
     for i in tqdm(range(0, len(jobs), batch), desc=generator.name, disable=not progress, leave=False):
         chunk = jobs[i : i + batch]
-        out.append(generator.generate(chunk, steps=steps, cfg=cfg, noise=eval_noise(generator, i, len(chunk), seed)))
+        draw = eval_noise(generator, i, len(chunk), seed)
+        out.append(generator.generate(chunk, steps=steps, cfg=cfg, noise=draw(), step_noise=draw))
     return torch.cat(out)
 
 

@@ -23,6 +23,16 @@ from pixdiff.flow.time import x0_from_velocity
 from pixdiff.ldm.zimage import ZImageVelocity
 
 KINDS = ("ldm", "l2p")
+SAMPLING_LIMITS = {"shift": (lambda v: v > 0, "> 0"), "steps": (lambda v: v >= 1, ">= 1"),
+                   "cfg": (lambda v: v >= 1, ">= 1"), "eta": (lambda v: 0 <= v <= 1, "in [0, 1]")}
+
+
+def check_sampling(**settings) -> None:
+    """An InputError naming the flag of the first setting out of its range (None: not given)."""
+    for k, v in settings.items():
+        ok, rule = SAMPLING_LIMITS[k]
+        if v is not None and not ok(v):
+            raise InputError(f"--{k} must be {rule}, got {v}")
 
 
 @dataclass
@@ -37,6 +47,7 @@ class GeneratorConfig:
     sample_shift: float | None = None  # a sampling shift of its own, set by `pixdiff configure --shift`
     steps: int = 30
     cfg: float = 4.0
+    eta: float = 0.0  # stochastic sampling: DDIM's eta (0: the Euler ODE, 1: ancestral; Generator.sample_latents)
     family: str = "ZImageTransformer2DModel"  # l2p: the transformer's class
     head: str = "detailer"  # l2p: "detailer" or "linear" (ablation)
     head_channels: list = field(default_factory=list)  # l2p: Detailer Head
@@ -47,7 +58,7 @@ class GeneratorConfig:
     def sampling(self, steps: int | None = None, cfg: float | None = None) -> dict:
         """The settings a sampling call uses: the arguments given, else this release's defaults."""
         return {"steps": steps or self.steps, "cfg": self.cfg if cfg is None else cfg,
-                "shift": self.sample_shift or self.shift}
+                "shift": self.sample_shift or self.shift, "eta": self.eta}
 
     def for_new_weights(self, **changes) -> GeneratorConfig:
         """This config for other weights (a transfer, a grown or trained student): a sampling shift chosen for these
@@ -58,8 +69,9 @@ class GeneratorConfig:
         d = {**asdict(self), "transformer": stored_transformer_config(self.transformer)}
         if d["sample_shift"] is None:  # unset: releases (and sample-cache keys) stay as they were before the field
             del d["sample_shift"]
-        if d["noise"] == "pixel":  # likewise
-            del d["noise"]
+        for k, default in (("noise", "pixel"), ("eta", 0.0)):  # likewise
+            if d[k] == default:
+                del d[k]
         return d
 
 
@@ -124,12 +136,18 @@ class Generator:
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
                        generator: torch.Generator | None = None, stop_at: int | None = None,
-                       progress: bool = False, callback=None, noise: torch.Tensor | None = None
-                       ) -> tuple[torch.Tensor, float]:
+                       progress: bool = False, callback=None, noise: torch.Tensor | None = None,
+                       step_noise=None) -> tuple[torch.Tensor, float]:
         """Samples (B, C, h, w) (images for l2p) and their noise level: 0 after all steps, t_K after K = stop_at.
         noise: the starting noise (default: `self.noise(B, generator)`). callback(i, t, x0) sees each step's guided
-        prediction of the clean sample, made at noise level t."""
-        steps, cfg, shift = self.cfg.sampling(steps, cfg).values()
+        prediction of the clean sample, made at noise level t.
+
+        With the config's eta > 0 the sampler is stochastic, DDIM's eta in flow form: each step splits x_t into its
+        predicted clean sample x0 = x_t - t v and noise eps = x_t + (1 - t) v, and goes to the next level s as
+        (1 - s) x0 + sqrt(s^2 - c^2) eps + c * fresh noise, c = eta * the std of the DDPM posterior q(x_s | x_t, x0):
+        0 is exactly the Euler step, 1 ancestral (DDPM) sampling. The fresh noise comes from step_noise() (default:
+        `self.noise(B, generator)`, so a coupled student's is coupled too)."""
+        steps, cfg, shift, eta = self.cfg.sampling(steps, cfg).values()
         if stop_at is not None and not 0 < stop_at <= steps:
             raise InputError(f"--stop-at must be between 1 and the number of steps ({steps}), got {stop_at}")
         n, dev = len(prompts), self.device
@@ -144,13 +162,19 @@ class Generator:
         grid = timesteps(steps, shift)[: (stop_at or steps) + 1].to(dev)
 
         v = classifier_free_guidance(self.velocity, cond, uncond, cfg, cat=lambda a, b: a + b)  # caption lists
+        fresh = step_noise or (lambda: self.noise(n, generator))
 
         bar = tqdm(total=len(grid) - 1, disable=not progress, desc=f"{self.name}", leave=False)
         for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
             vt = v(x, t.expand(n))
             if callback:
                 callback(i, float(t), x0_from_velocity(x, t, vt).cpu())
-            x = x + (t_next - t) * vt  # Euler
+            if eta and t_next > 0:  # DDIM's step in flow form (x_t = (1 - t) x0 + t eps), c = eta * the DDPM step's std
+                x0, eps = x - t * vt, x + (1 - t) * vt
+                c = eta * t_next / t * (t**2 - ((1 - t) / (1 - t_next) * t_next) ** 2).sqrt()
+                x = (1 - t_next) * x0 + (t_next**2 - c**2).sqrt() * eps + c * fresh().to(dev)
+            else:
+                x = x + (t_next - t) * vt  # Euler
             bar.update(1)
         bar.close()
         return x.cpu(), float(grid[-1])
@@ -159,7 +183,7 @@ class Generator:
     def generate(self, prompts: list[str], steps: int | None = None, cfg: float | None = None,
                  generator: torch.Generator | None = None, decoder=None, stop_at: int | None = None,
                  decoder_steps: int | None = None, progress: bool = False,
-                 noise: torch.Tensor | None = None) -> torch.Tensor:
+                 noise: torch.Tensor | None = None, step_noise=None) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1]: decoded by the latent source, or by a PiD `decoder` (which then also
         receives half-denoised latents with their noise level when stop_at is given)."""
         if isinstance(prompts, str):
@@ -167,13 +191,15 @@ class Generator:
         if self.pixel:
             if decoder is not None or stop_at is not None:
                 raise InputError(f"{self.name} generates pixels directly: it takes no decoder and no --stop-at")
-            return self.sample_latents(prompts, steps, cfg, generator, None, progress, noise=noise)[0].clamp(-1, 1)
+            return self.sample_latents(prompts, steps, cfg, generator, None, progress, noise=noise,
+                                       step_noise=step_noise)[0].clamp(-1, 1)
         if stop_at is not None and decoder is None:
             raise InputError("--stop-at hands a half-denoised latent to PiD: it needs --decoder pid-...")
         if decoder is not None and decoder.source["name"] != self.cfg.latent_source["name"]:
             raise InputError(f"{decoder.name} decodes {decoder.source['name']!r} latents, but {self.name} generates "
                              f"{self.cfg.latent_source['name']!r} latents")
-        z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress, noise=noise)
+        z, sigma = self.sample_latents(prompts, steps, cfg, generator, stop_at, progress, noise=noise,
+                                       step_noise=step_noise)
         if decoder is None:
             return self.source.decode(z.to(self.device)).clamp(-1, 1).cpu()
         return decoder.decode(z, sigma=sigma, steps=decoder_steps, generator=generator).cpu()
