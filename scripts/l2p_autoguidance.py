@@ -37,7 +37,8 @@ class AutoGuided(torch.nn.Module):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the student (a release folder)")
-    p.add_argument("--guide", required=True, help="the bad version of it: an earlier checkpoint, same architecture")
+    p.add_argument("--guide", required=True, help="the bad version of it: an earlier checkpoint, or a weaker student "
+                                                  "of the same source, image size and noise")
     p.add_argument("--scale", type=float, default=2.0, help="w (1: the model alone)")
     p.add_argument("--source", default="ldm-shapes")
     p.add_argument("--prompts", type=int, default=30)
@@ -45,8 +46,10 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     good, bad = load_generator(args.model), load_generator(args.guide)
-    if good.cfg.to_dict() | {"transformer": None} != bad.cfg.to_dict() | {"transformer": None}:
-        raise SystemExit(f"{args.model} and {args.guide} differ in config: not two versions of one model")
+    shared = ("kind", "size", "noise", "shift", "sample_shift", "steps", "cfg", "latent_source")
+    differ = [k for k in shared if getattr(good.cfg, k) != getattr(bad.cfg, k)]
+    if differ:
+        raise SystemExit(f"{args.model} and {args.guide} differ in {', '.join(differ)}: they cannot share a sampler")
     good.velocity = AutoGuided(good.velocity, bad.velocity, args.scale).eval()
     good.name = f"autoguided w={args.scale:g}"
     r = evaluate_l2p(load_generator(args.source), [good], args.prompts, 4, 0,

@@ -169,18 +169,23 @@ def paired(student_ok: list[bool], source_ok: list[bool]) -> dict:
 
 
 @torch.no_grad()
-def reference(source, n: int, seed: int, size: int, device="cpu", cache: Path | None = None) -> dict:
-    """The checker on n random ground-truth renders and on the same renders encoded and decoded by the latent source
-    `source`; the round trips (minutes on a CPU for 800) are kept in `cache`, keyed by the source's weights."""
+def roundtrips(source, n: int, seed: int, size: int, device="cpu", cache: Path | None = None):
+    """n random ground-truth renders (scene_batch), their captions, and the same renders encoded and decoded by the
+    latent source `source`; the round trips (minutes on a CPU for 800) are kept in `cache`, keyed by its weights."""
     images, captions = scene_batch(n, np.random.default_rng(seed), size)
     digest = weights_hash([source.name, n, seed, size, torch.device(device).type], latent_modules(source))
     path = Path(cache) / f"reference-{source.name.replace('/', '_')}-{digest}.pt" if cache is not None else None
     if path is not None and path.exists():
-        rt = torch.load(path)
-    else:
-        rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
-        if path is not None:
-            save_atomic(rt, path)
+        return images, captions, torch.load(path)
+    rt = torch.cat([source.decode(source.encode(images[i : i + 32].to(device))).cpu() for i in range(0, n, 32)])
+    if path is not None:
+        save_atomic(rt, path)
+    return images, captions, rt
+
+
+def reference(source, n: int, seed: int, size: int, device="cpu", cache: Path | None = None) -> dict:
+    """The checker on n random ground-truth renders and on their round trips through the latent source."""
+    images, captions, rt = roundtrips(source, n, seed, size, device, cache)
     return {"renders": geneval_lite(images, captions, 1)[0],
             "roundtrip": {"source": source.name, "psnr": round(float(psnr(rt, images).mean()), 2),
                           **geneval_lite(rt, captions, 1)[0]}}
