@@ -258,6 +258,8 @@ def test_coupled_noise_student_starts_where_its_source_starts(chain, tmp_path, c
                  "--steps", "3", "--out", str(tmp_path / "trained"), "--no-progress"]) == 0
     trained = load_generator(tmp_path / "trained" / "weights")
     assert trained.cfg.noise == "coupled" and torch.equal(trained.velocity.embed_map, m)  # the map travels
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(tmp_path / "st"), "--data", str(synth),
+                 "--steps", "2", "--own-path", "0.5", "--out", str(tmp_path / "own"), "--no-progress"]) == 0
     assert trained.generate(["two red circles"], steps=2, generator=torch.Generator().manual_seed(0)).shape == (
         1, 3, 64, 64)
     # a coupled student grows into a plain-noise one (the map fits the old patch)
@@ -276,6 +278,30 @@ def test_coupled_noise_student_starts_where_its_source_starts(chain, tmp_path, c
     assert main(["train", "l2p", "--preset", "tiny", "--init", str(tmp_path / "st"), "--data", str(synth),
                  "--steps", "1", "--out", str(tmp_path / "y"), "--no-progress"]) == 2
     assert "does not record its images' starting noise" in capsys.readouterr().err
+    assert main(["transfer", "--source", ldm, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert main(["train", "l2p", "--preset", "tiny", "--init", str(tmp_path / "plain"), "--data", str(synth),
+                 "--own-path", "0.5", "--out", str(tmp_path / "z"), "--no-progress"]) == 2
+    assert "--own-path follows the student's path from the noise paired" in capsys.readouterr().err
+
+
+def test_own_path_noises_along_the_models_euler_path():
+    """--own-path: for the field v(z) = z, m Euler steps from the paired noise eps at t = 1 reach
+    eps (1 + (t - 1) / m)^m; the target is the velocity from there to the clean image. Dropped captions (and the
+    share not drawn) keep the straight line, whose target is eps - x."""
+    from pixdiff.train.l2p import L2PTask, L2PTrainConfig
+
+    task = object.__new__(L2PTask)  # only the loss: no student or data needed
+    task.cfg, task.device = L2PTrainConfig(own_path=1.0, own_path_steps=3), torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    t = torch.tensor([0.3, 0.6])
+    b = {"x": x, "eps": eps, "captions": [None, None], "dropped": torch.tensor([False, True])}
+    loss = task.own_path_loss(lambda z, tt, caps: z, b, t, g)
+    z0 = eps[0] * (1 + (0.3 - 1) / 3) ** 3
+    assert torch.allclose(loss[0], (z0 - (z0 - x[0]) / 0.3).square().mean(), rtol=1e-5)
+    x_t1 = 0.4 * x[1] + 0.6 * eps[1]  # the straight line
+    assert torch.allclose(loss[1], (x_t1 - (eps[1] - x[1])).square().mean(), rtol=1e-5)
 
 
 def test_eval_cache_returns_the_same_samples_and_resamples_a_changed_model(chain, tmp_path, monkeypatch):

@@ -53,6 +53,10 @@ def register(sub) -> None:
     p.add_argument("--t-uniform-loss", choices=("velocity", "image"), default="velocity",
                    help="l2p: the loss of the --t-uniform draws: the velocity error as the rest (default), or the "
                         "clean-image error (the velocity error times t^2), so they do not outweigh the rest")
+    p.add_argument("--own-path", type=float, default=0.0, metavar="P",
+                   help="l2p, coupled-noise students: noise a share P of each batch along the student's own sampling "
+                        "path (a few Euler steps from the paired noise) instead of the straight line, with the same "
+                        "clean target: it learns to correct its own drift (default 0; costs extra forward passes)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log.jsonl, weights/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
@@ -133,8 +137,10 @@ def run(args) -> int:
             raise InputError(f"--t-uniform is a share of the draws in [0, 1], got {args.t_uniform:g}")
         if args.t_uniform_loss != "velocity" and not args.t_uniform:
             raise InputError("--t-uniform-loss weights the --t-uniform draws: give --t-uniform P too")
+        if not 0 <= args.own_path <= 1:
+            raise InputError(f"--own-path is a share of the batch in [0, 1], got {args.own_path:g}")
         model_cfg = replace(model_cfg, full_finetune=args.full_finetune, limit=args.limit or 0,
-                            t_uniform=args.t_uniform, t_uniform_loss=args.t_uniform_loss)
+                            t_uniform=args.t_uniform, t_uniform_loss=args.t_uniform_loss, own_path=args.own_path)
     if args.augment:
         if args.model != "pid":
             raise InputError(f"--augment is for pid runs, not {args.model}")
@@ -151,8 +157,8 @@ def run(args) -> int:
             raise InputError(f"--lq-head decoder-sigma keeps {init}'s decoder for clean latents: it needs --source "
                              f"{init}, not {args.source} (for taef2: --lq-head taef2-sigma)")
         model_cfg = replace(model_cfg, rgb_head=args.lq_head, rgb_init=init)
-    if (args.t_uniform or args.t_uniform_loss != "velocity") and args.model != "l2p":
-        raise InputError(f"--t-uniform and --t-uniform-loss are for l2p runs, not {args.model}")
+    if (args.t_uniform or args.t_uniform_loss != "velocity" or args.own_path) and args.model != "l2p":
+        raise InputError(f"--t-uniform, --t-uniform-loss and --own-path are for l2p runs, not {args.model}")
     if args.init and args.model not in ("pid", "l2p", "ldm"):
         raise InputError(f"--init is for pid, ldm and l2p runs, not {args.model}")
     if args.shift is not None:
