@@ -46,7 +46,7 @@ def sheet(path: Path, truth: list, images, wrong: list, n: int = 24, half: int =
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST).save(path)
 
 
-def table(title: str, conf: Counter, by_side: dict, wrong: list) -> str:
+def table(title: str, conf: Counter, by_side: dict) -> str:
     cols = [*SHAPES, "missing"]
     lines = [f"| {title}: true shape | n | " + " | ".join(f"read {c}" for c in cols) + " |", "|---" * (len(cols) + 2)
              + "|"]
@@ -71,13 +71,14 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)  # the scenes roundtrips draws (scene_batch, same seed)
     scenes = [random_scene(rng, args.size) for _ in range(args.n)]
     truth = [render(s, args.size) for s in scenes]
-    print(table("truth renders", *confusion(scenes, truth)))
+    conf, by_side, _ = confusion(scenes, truth)
+    print(table("truth renders", conf, by_side))
     _, _, rt = roundtrips(load_latent_source(args.source), args.n, args.seed, args.size, cache=args.cache)
     images = ((rt.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    result = confusion(scenes, images)
-    print(table(f"through {args.source}", *result))
+    conf, by_side, wrong = confusion(scenes, images)
+    print(table(f"through {args.source}", conf, by_side))
     if args.sheet:
-        sheet(args.sheet, truth, images, result[2])
+        sheet(args.sheet, truth, images, wrong)
 
 
 if __name__ == "__main__":
